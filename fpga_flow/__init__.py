@@ -1,0 +1,14 @@
+"""fpga_flow: quantization-aware PyTorch (Brevitas) models to FPGA hardware, proven bit-exact."""
+
+from .config import BuildConfig
+from .errors import FlowError, VerificationError
+
+
+def build(*args, **kwargs):
+    """See :func:`fpga_flow.api.build` (imported lazily: torch and hls4ml are slow to import)."""
+    from .api import build as _build
+    return _build(*args, **kwargs)
+
+
+__all__ = ["BuildConfig", "FlowError", "VerificationError", "build"]
+__version__ = "0.1.0"

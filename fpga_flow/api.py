@@ -1,0 +1,68 @@
+"""The Python API; the CLI and the Makefile are thin layers over these two functions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data, flow, zoo
+from .config import BuildConfig, check_identifier
+from .errors import FlowError
+
+
+def _inputs(input_shape: tuple[int, ...], n: int, data_path: str | None, images: np.ndarray | None,
+            labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Explicit inputs, else MNIST test images for 1x28x28 models, else seeded random inputs in [0, 1)."""
+    if images is not None:
+        x = np.asarray(images, dtype=np.float32)
+        if x.shape[1:] != tuple(input_shape):
+            raise FlowError(f"images have shape {x.shape[1:]}, the model takes {tuple(input_shape)}")
+        return x[:n] if n else x, (None if labels is None else np.asarray(labels)[:n] if n else np.asarray(labels))
+    if tuple(input_shape) == (1, 28, 28):
+        split = data.load("test", data_path)
+        k = n or len(split.labels)
+        if k > len(split.labels):
+            raise FlowError(f"asked for {k} images, the test set has {len(split.labels)}")
+        return data.to_unit(split.images[:k]), split.labels[:k]
+    rng = np.random.default_rng(0)
+    return rng.random((n or 1000, *input_shape), dtype=np.float32), None
+
+
+def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", out_dir: str | os.PathLike = "build",
+          config: BuildConfig | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
+          checkpoint: dict | None = None, start_step: str | None = None, stop_step: str | None = None,
+          progress: bool = True) -> dict:
+    """Build and verify any supported Brevitas module; returns the report (also in out_dir/name/report.json).
+
+    Raises ``FlowError`` for anything the user can fix (unsupported layer, bad
+    config, missing tool) and ``VerificationError`` if the hardware is not
+    bit-exact; in both cases the previous build in ``out_dir/name`` is kept.
+    """
+    check_identifier(name, "build name")
+    cfg = config or BuildConfig(model=name)
+    x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
+    state = flow.State(cfg=cfg, name=name, module=module.eval(), input_shape=tuple(input_shape),
+                       out_dir=Path(out_dir) / name, x=x, labels=y, checkpoint=checkpoint, progress=progress)
+    state = flow.run(state, start_step, stop_step)
+    return state.report or {}
+
+
+def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_step: str | None = None,
+              stop_step: str | None = None, progress: bool = True) -> dict:
+    """Build a model of ``models/`` from its shipped (or given) checkpoint."""
+    from .train import load_checkpoint
+    mod = zoo.load(cfg.model)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    module, card = load_checkpoint(cfg.model, cfg.checkpoint, cfg.weight_bits, cfg.act_bits, cfg.input_bits)
+    path = Path(cfg.checkpoint) if cfg.checkpoint else zoo.checkpoint_path(cfg.model, cfg.weight_bits, cfg.act_bits)
+    try:
+        shown = str(path.resolve().relative_to(flow.REPO))
+    except ValueError:
+        shown = str(path)
+    return build(module, mod.INPUT_SHAPE, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
+                 checkpoint={"path": shown, "card": card}, start_step=start_step, stop_step=stop_step,
+                 progress=progress)

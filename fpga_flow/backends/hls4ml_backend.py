@@ -1,0 +1,159 @@
+"""hls4ml (Vitis) backend: QONNX (channels-last) -> hls4ml ModelGraph -> BuildPlan.
+
+Precisions are not left to hls4ml's defaults: the input type is the graph's
+input quantizer, accumulators and layer outputs get the exact types derived in
+:mod:`fpga_flow.precision`, and pass-through layers keep their input's type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from .. import precision
+from ..codegen import TEMPLATES, BuildPlan, render
+from ..config import BuildConfig
+from ..errors import FlowError
+from ..golden import input_quantizer
+
+PROJECT_DIR = "hls"
+# hls4ml writes these for its own Python bridge; our csim does not use them.
+# They are kept in the project but left out of the digest (they name temp paths).
+DIGEST_SKIP = ("hls4ml_config.yml",)
+EXACT_HEADER = "hls4ml/fpga_flow_csim_exact.h"
+PASS_THROUGH = ("Pooling1D", "Pooling2D", "Reshape", "Transpose")
+MAC_LAYERS = ("Conv1D", "Conv2D", "Dense")
+
+
+def _fixed_of(p) -> precision.Fixed:
+    return precision.Fixed(int(p.width), int(p.integer), bool(p.signed))
+
+
+def _hls_fixed(f: precision.Fixed):
+    from hls4ml.backends.fpga.fpga_types import APTypeConverter
+    from hls4ml.model.types import FixedPrecisionType
+    # after conversion, types must carry the backend's C++ definition (ap_fixed)
+    return APTypeConverter().convert(FixedPrecisionType(width=f.width, integer=f.integer, signed=f.signed))
+
+
+def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR):
+    """Convert and set exact precisions; returns (hls4ml ModelGraph, per-layer info)."""
+    import hls4ml
+    with _quiet():
+        hlscfg = hls4ml.utils.config.config_from_onnx_model(
+            model, granularity="name", backend="Vitis", default_reuse_factor=cfg.reuse_factor)
+    hlscfg["Model"]["Strategy"] = "Latency"
+    q = input_quantizer(model)
+    _, e = np.frexp(q["scale"])  # scale = 2^(e-1)
+    in_type = precision.Fixed(q["bits"], q["bits"] + int(e) - 1, q["signed"])
+    hlscfg.setdefault("LayerName", {})["global_in"] = {"Precision": {"result": str(in_type)}}
+    for layer_cfg in hlscfg["LayerName"].values():
+        layer_cfg["Trace"] = bool(cfg.extra.get("trace", False))
+    with _quiet():
+        hm = hls4ml.converters.convert_from_onnx_model(
+            model, output_dir=output_dir, project_name=cfg.project_name, io_type=cfg.io_type, backend="Vitis",
+            part=cfg.part, clock_period=cfg.clock_ns, hls_config=hlscfg)
+    info = derive_precisions(hm, cfg)
+    hm.config.config["Stamp"] = hashlib.sha256(repr(info).encode()).hexdigest()[:8]
+    return hm, info
+
+
+def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
+    """Give every MAC layer its exact accumulator and pass-through layers their input's type."""
+    info = []
+    for layer in hm.get_layers():
+        cls = layer.class_name
+        out_var = layer.get_output_variable()
+        in_var = layer.get_input_variable() if layer.inputs else None
+        row = {"layer": layer.name, "class": cls}
+        if cls in MAC_LAYERS:
+            x = _fixed_of(in_var.type.precision)
+            wvar = layer.weights["weight"]
+            w_frac = int(wvar.type.precision.width - wvar.type.precision.integer)
+            w_codes = precision.to_codes(wvar.data, w_frac, f"{layer.name} weights")
+            w_codes = w_codes.reshape(-1, w_codes.shape[-1])
+            acc_frac = x.frac + w_frac
+            b = layer.weights.get("bias")
+            b_codes = None if b is None else precision.to_codes(b.data, acc_frac, f"{layer.name} bias")
+            acc = precision.accumulator(x, w_codes, w_frac, b_codes)
+            forced = cfg.extra.get("force_accum_width")  # fault injection for tests only
+            if forced:
+                acc = precision.Fixed(int(forced), int(forced) - acc.frac, True)
+            layer.types["accum_t"].precision = _hls_fixed(acc)
+            out_var.type.precision = _hls_fixed(acc)
+            nz = int(np.count_nonzero(w_codes))
+            row.update(input=str(x), weight=str(_fixed_of(wvar.type.precision)), accum=str(acc),
+                       weights=int(w_codes.size), nonzero_weights=nz, n_out=int(w_codes.shape[-1]))
+        elif cls in PASS_THROUGH and in_var is not None:
+            p = in_var.type.precision
+            if "accum_t" in layer.types:
+                layer.types["accum_t"].precision = _hls_fixed(_fixed_of(p))
+            out_var.type.precision = _hls_fixed(_fixed_of(p))
+            row["result"] = str(_fixed_of(p))
+        else:
+            row["result"] = str(out_var.type.precision)
+        row["shape"] = [int(s) for s in out_var.shape]
+        info.append(row)
+    return info
+
+
+@contextlib.contextmanager
+def _quiet():
+    """hls4ml prints its topology walk to stdout; keep the user's terminal for our progress."""
+    with contextlib.redirect_stdout(None), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def make_plan(model: ModelWrapper, cfg: BuildConfig) -> tuple[BuildPlan, dict]:
+    """The whole project in memory: hls4ml's writer output plus our testbench and csim header."""
+    staging = Path(tempfile.mkdtemp(prefix="fpga_flow_hls4ml_"))
+    try:
+        with contextlib.chdir(staging):
+            hm, layers = convert(model, cfg, output_dir=PROJECT_DIR)
+            with _quiet():
+                hm.write()
+        plan = BuildPlan.from_dir(staging / PROJECT_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    out_var = hm.get_output_variables()[0]
+    in_var = hm.get_input_variables()[0]
+    n_in, n_out = int(np.prod(in_var.shape)), int(np.prod(out_var.shape))
+    plan.add("fpga_flow/tb_batch.cpp", render("hls4ml/tb_batch.cpp.j2", project=cfg.project_name, n_in=n_in,
+                                              n_out=n_out, io_type=cfg.io_type))
+    plan.add("fpga_flow/fpga_flow_csim_exact.h", (TEMPLATES / EXACT_HEADER).read_bytes())
+    out_p = _fixed_of(out_var.type.precision)
+    info = {"layers": layers, "n_in": n_in, "n_out": n_out, "input_type": str(_fixed_of(in_var.type.precision)),
+            "output_type": str(out_p), "output_frac_bits": out_p.frac,
+            "digest": digest(plan)}
+    return plan, info
+
+
+def digest(plan: BuildPlan) -> str:
+    return BuildPlan({k: v for k, v in plan.items() if k not in DIGEST_SKIP}).digest()
+
+
+def trace_layers(model: ModelWrapper, cfg: BuildConfig, x1: np.ndarray, workdir: Path) -> list[tuple[str, str, np.ndarray]]:
+    """Per-layer outputs of hls4ml's own csim for one channels-last input: (layer, onnx tensor, values)."""
+    with contextlib.chdir(workdir):
+        hm, _ = convert(model, cfg.replace(extra={**cfg.extra, "trace": True}), output_dir="trace")
+        with _quiet():
+            hm.compile()
+            _, traces = hm.trace(np.ascontiguousarray(x1, dtype=np.float64))
+    out = []
+    for layer in hm.get_layers():
+        if layer.name in traces:
+            out.append((layer.name, layer.outputs[0], np.asarray(traces[layer.name])))
+    return out

@@ -1,0 +1,170 @@
+"""`fpga-flow`: the command line over :mod:`fpga_flow.api`. Errors print without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .errors import FlowError
+
+EPILOG = """\
+examples:
+  fpga-flow hls --model convnet                 build, verify on 1000 MNIST test images, report
+  fpga-flow hls --model convnet -n all          verify on all 10,000 test images
+  fpga-flow csim --model convnet -n 5000        re-verify the existing project (no re-generation)
+  fpga-flow train --model convnet               quantization-aware training -> models/checkpoints/
+  fpga-flow models                              list the models in models/
+
+exit codes: 0 verified; 1 usage or input error; 2 missing tool; 3 NOT bit-exact.
+outputs: build/<model>/hls (Vitis HLS project), build/<model>/report.{json,md,png}.
+data: MNIST IDX files from --data, $FPGA_FLOW_DATA, or ../shared/data/mnist.
+"""
+
+
+def _n(value: str) -> int:
+    if value == "all":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'all', got {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("the number of images must be positive (or 'all')")
+    return n
+
+
+def _build_args(p: argparse.ArgumentParser, steps: bool) -> None:
+    from .flow import STEP_NAMES
+    p.add_argument("--model", "-m", default="convnet", help="model file in models/ (default: convnet)")
+    p.add_argument("-n", "--images", type=_n, default=1000, metavar="N",
+                   help="MNIST test images to verify, or 'all' (default: 1000)")
+    p.add_argument("--weight-bits", type=int, default=4, help="weight bit width, 2..8 (default 4)")
+    p.add_argument("--act-bits", type=int, default=4, help="activation bit width, 2..8 (default 4)")
+    p.add_argument("--input-bits", type=int, default=8, help="input quantizer bit width (default 8)")
+    p.add_argument("--checkpoint", help="checkpoint to build from (default: the shipped one for the bit widths)")
+    p.add_argument("--backend", default="hls4ml", help="hardware backend (default: hls4ml)")
+    p.add_argument("--io-type", default="io_stream", choices=("io_stream", "io_parallel"),
+                   help="hls4ml I/O style (default io_stream, for conv models)")
+    p.add_argument("--part", default="xc7z020clg400-1", help="FPGA part (default: PYNQ-Z2 xc7z020clg400-1)")
+    p.add_argument("--clock-ns", type=float, default=10.0, help="target clock period in ns (default 10)")
+    p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (default 1)")
+    p.add_argument("--stock-check", type=int, default=100, metavar="K",
+                   help="also run the first K images through hls4ml's unmodified csim (default 100; 0 = off)")
+    p.add_argument("--workers", type=int, default=0, help="parallel csim processes (default: one per core)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="torch reference devices: auto = CPU, plus CUDA when available")
+    p.add_argument("--data", help="folder with the MNIST IDX files")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    if steps:
+        p.add_argument("--start-step", choices=STEP_NAMES, help="resume from this step (earlier artifacts reused)")
+        p.add_argument("--stop-step", choices=STEP_NAMES, help="stop after this step")
+
+
+def _config(a: argparse.Namespace):
+    from .config import BuildConfig
+    return BuildConfig(model=a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
+                       backend=a.backend, io_type=a.io_type, part=a.part, clock_ns=a.clock_ns,
+                       reuse_factor=a.reuse_factor, n_images=a.images, stock_check_images=a.stock_check,
+                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint)
+
+
+def cmd_hls(a: argparse.Namespace, start: str | None = None, stop: str | None = None) -> int:
+    from . import api, report
+    t0 = time.perf_counter()
+    rep = api.build_zoo(_config(a), start_step=start or a.start_step, stop_step=stop or a.stop_step,
+                        progress=not a.quiet)
+    if rep:
+        print(report.summary(rep))
+        print(f"report: build/{rep['model']}/report.md ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_csim(a: argparse.Namespace) -> int:
+    return cmd_hls(a, start="golden")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from . import train
+    card = train.train(a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
+                       epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
+                       augment=None if a.augment == "none" else a.augment, resume=a.resume, progress=not a.quiet)
+    print(f"{a.model} W{a.weight_bits}A{a.act_bits}: test accuracy {card['test_accuracy']:.2%} "
+          f"in {card['train_seconds']:.0f} s")
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from . import zoo
+    for name in zoo.names():
+        print(name)
+    return 0
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from . import toolchain
+    tool = toolchain.find("vitis_hls", required=False)
+    if tool is None:
+        raise FlowError("Vitis HLS not found (looked for vitis-run and vitis_hls on PATH, and $VITIS_HLS); "
+                        "nothing was run. Install AMD Vitis HLS and source its settings64.sh, then run "
+                        "`make synth` again. The project in build/<model>/hls can also be synthesized by hand "
+                        "with `vitis_hls -f build_prj.tcl`.", exit_code=2)
+    raise FlowError(f"found {tool}, but running vendor synthesis is not implemented yet", exit_code=2)
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from . import bench
+    return bench.main(a)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fpga-flow", description="Quantization-aware PyTorch (Brevitas) models to "
+                                "FPGA hardware (hls4ml / Vitis HLS), proven bit-exact in C simulation.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    h = sub.add_parser("hls", help="export, convert, write the HLS project, verify it in csim, report")
+    _build_args(h, steps=True)
+    h.set_defaults(func=cmd_hls)
+    c = sub.add_parser("csim", help="re-verify an existing project on N images (no re-generation)")
+    _build_args(c, steps=False)
+    c.set_defaults(func=cmd_csim, start_step=None, stop_step=None)
+    t = sub.add_parser("train", help="quantization-aware training on MNIST; writes models/checkpoints/")
+    t.add_argument("--model", "-m", default="convnet")
+    t.add_argument("--weight-bits", type=int, default=4)
+    t.add_argument("--act-bits", type=int, default=4)
+    t.add_argument("--input-bits", type=int, default=8)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--augment", default="default", help="augmentation policy: default | none")
+    t.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument("--data", help="folder with the MNIST IDX files")
+    t.add_argument("--quiet", "-q", action="store_true")
+    t.set_defaults(func=cmd_train)
+    b = sub.add_parser("bench", help="measure step wall times and csim/torch throughput; writes docs/bench/")
+    _build_args(b, steps=False)
+    b.add_argument("--repeat", type=int, default=1, help="timed repetitions of the warm build")
+    b.set_defaults(func=cmd_bench)
+    s = sub.add_parser("synth", help="vendor C synthesis (needs Vitis HLS); exit 2 without it")
+    s.add_argument("--model", "-m", default="convnet")
+    s.set_defaults(func=cmd_synth)
+    m = sub.add_parser("models", help="list the models in models/")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FlowError as e:
+        print(f"fpga-flow: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fpga-flow: interrupted; the previous build is untouched", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The build as an ordered list of named steps over one state object.
+
+Each ``step_<verb>(state) -> state`` saves its artifact under the build
+directory. The whole build happens in a staging copy of ``build/<name>/`` that
+replaces the previous build only once everything verified; a failed build is
+kept beside it as ``build/<name>.failed/`` for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from torch import nn
+
+from . import backends, compare, golden, passes, sim
+from .codegen import BuildPlan, replace_dir
+from .config import BuildConfig
+from .errors import FlowError, VerificationError
+from .export import export_qonnx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class State:
+    cfg: BuildConfig
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    out_dir: Path  # final place: build/<name>
+    x: np.ndarray  # float32 inputs (N, C, H, W) as the torch model takes them
+    labels: np.ndarray | None = None
+    checkpoint: dict | None = None  # {"path":..., "card":...}
+    work: Path | None = None  # staging directory while the build runs
+    timings: dict = field(default_factory=dict)
+    ref: dict = field(default_factory=dict)  # outputs by reference name
+    ref_speed: dict = field(default_factory=dict)
+    comparisons: list = field(default_factory=list)
+    plan_info: dict | None = None
+    binaries: dict | None = None
+    csim_seconds: float = 0.0
+    divergence: dict | None = None
+    progress: bool = True
+    report: dict | None = None
+    plan: BuildPlan | None = None
+
+    def path(self, rel: str) -> Path:
+        return self.work / rel
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[{self.name}] {msg}", file=sys.stderr, flush=True)
+
+
+ARTIFACTS = {"export": "00_export.onnx", "clean": "10_clean.onnx", "channels_last": "20_channels_last.onnx"}
+
+
+def _model(state: State, key: str) -> ModelWrapper:
+    p = state.path(ARTIFACTS[key])
+    if not p.is_file():
+        raise FlowError(f"{p.name} is missing from {state.out_dir}: run the steps before this one first")
+    return ModelWrapper(str(p))
+
+
+def step_export(state: State) -> State:
+    export_qonnx(state.module, state.input_shape, state.path(ARTIFACTS["export"]))
+    return state
+
+
+def step_clean(state: State) -> State:
+    from qonnx.util.cleanup import cleanup_model
+    m = cleanup_model(_model(state, "export"))
+    m.save(str(state.path(ARTIFACTS["clean"])))
+    return state
+
+
+def step_check(state: State) -> State:
+    _model(state, "clean").transform(passes.CheckSupported())
+    return state
+
+
+def step_channels_last(state: State) -> State:
+    passes.prepare_for_hls4ml(_model(state, "clean")).save(str(state.path(ARTIFACTS["channels_last"])))
+    return state
+
+
+def step_golden(state: State) -> State:
+    """Brevitas (CPU, CUDA) == QONNX (NCHW, batched) == QONNX channels-last (a sample), or stop."""
+    clean = _model(state, "clean")
+    for dev in golden.reference_devices(state.cfg.device):
+        run = golden.torch_reference(state.module, state.x, dev)
+        state.ref[f"torch_{dev}"] = run.output
+        state.ref_speed[dev] = len(state.x) / run.seconds if run.seconds else float("inf")
+    t0 = time.perf_counter()
+    state.ref["qonnx"] = golden.qonnx_reference(clean, state.x)
+    state.ref_speed["qonnx"] = len(state.x) / (time.perf_counter() - t0)
+    state.ref["hw_input"] = golden.quantize_input(clean, state.x)
+    k = min(len(state.x), 16)
+    cl = _model(state, "channels_last")
+    state.ref["qonnx_channels_last"] = golden.qonnx_per_image(cl, _channels_last(state.ref["hw_input"][:k]))
+    checks = [compare.exact(f"Brevitas torch ({dev}) vs QONNX", state.ref[f"torch_{dev}"], state.ref["qonnx"])
+              for dev in golden.reference_devices(state.cfg.device)]
+    checks.append(compare.exact("QONNX channels-last vs QONNX", state.ref["qonnx_channels_last"],
+                                state.ref["qonnx"][:k]))
+    state.comparisons += checks
+    np.savez_compressed(state.path("golden.npz"), **state.ref)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise VerificationError("the references disagree before any hardware was generated:\n  "
+                                + "\n  ".join(c.line() for c in bad))
+    return state
+
+
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
+
+
+def step_convert(state: State) -> State:
+    backend = backends.get(state.cfg.backend)
+    plan, info = backend.make_plan(_model(state, "channels_last"), state.cfg)
+    state.plan = plan
+    state.plan_info = info
+    return state
+
+
+def step_write(state: State) -> State:
+    plan = state.plan
+    if plan is None:
+        raise FlowError("nothing to write: the convert step did not run")
+    plan.write(state.path("hls"))
+    (state.path("plan_info.json")).write_text(json.dumps(state.plan_info, indent=1))
+    return state
+
+
+def _info(state: State) -> dict:
+    if state.plan_info is None:
+        p = state.path("plan_info.json")
+        if not p.is_file():
+            raise FlowError(f"no HLS project in {state.out_dir}: run `make hls MODEL={state.name}` first")
+        state.plan_info = json.loads(p.read_text())
+    return state.plan_info
+
+
+def step_csim_build(state: State) -> State:
+    info = _info(state)
+    digest = backends.get(state.cfg.backend).digest(BuildPlan.from_dir(state.path("hls")))
+    if digest != info["digest"]:
+        raise FlowError(f"{state.out_dir}/hls was modified after it was generated (digest {digest[:12]} != "
+                        f"{info['digest'][:12]}); rebuild it with `make hls MODEL={state.name}`")
+    variants = ("exact", "stock") if state.cfg.stock_check_images else ("exact",)
+    state.binaries = sim.build(state.path("hls"), digest, REPO / "build" / ".csim-cache", variants)
+    return state
+
+
+def step_csim_run(state: State) -> State:
+    hw_in = _channels_last(state.ref["hw_input"])
+    out, dt = sim.run(state.binaries["exact"], state.path("hls"), hw_in, state.cfg.workers,
+                      progress=state.progress, desc="csim")
+    state.ref["csim"], state.csim_seconds = out, dt
+    k = min(state.cfg.stock_check_images, len(hw_in))
+    if k:
+        state.ref["csim_stock"], _ = sim.run(state.binaries["stock"], state.path("hls"), hw_in[:k],
+                                             state.cfg.workers, progress=state.progress, desc="csim (stock)")
+    np.savez_compressed(state.path("csim.npz"), **{k: v for k, v in state.ref.items() if k.startswith("csim")})
+    return state
+
+
+def step_compare(state: State) -> State:
+    want = state.ref["qonnx"]
+    main = compare.exact("HLS csim vs QONNX golden", state.ref["csim"], want)
+    state.comparisons.append(main)
+    if "csim_stock" in state.ref:
+        k = len(state.ref["csim_stock"])
+        state.comparisons.append(compare.exact("hls4ml stock csim vs fpga_flow exact csim",
+                                               state.ref["csim_stock"], state.ref["csim"][:k]))
+    bad = [c for c in state.comparisons if not c.ok]
+    if bad and not main.ok:
+        state.divergence = _trace_first_mismatch(state, main.mismatching_images[0])
+    return state
+
+
+def _trace_first_mismatch(state: State, image: int) -> dict | None:
+    backend = backends.get(state.cfg.backend)
+    if not hasattr(backend, "trace_layers"):
+        return None
+    cl = _model(state, "channels_last")
+    x1 = _channels_last(state.ref["hw_input"][image:image + 1])
+    state.log(f"tracing image {image} layer by layer to find the first divergence ...")
+    with tempfile.TemporaryDirectory(prefix="fpga_flow_trace_") as tmp:
+        hls = backend.trace_layers(cl, state.cfg, x1, Path(tmp))
+    div = compare.first_divergence(hls, golden.qonnx_trace(cl, x1))
+    if div:
+        div["image"] = image
+    return div
+
+
+def step_report(state: State) -> State:
+    from . import report
+    state.report = report.write(state)
+    return state
+
+
+STEPS = [step_export, step_clean, step_check, step_channels_last, step_golden, step_convert, step_write,
+         step_csim_build, step_csim_run, step_compare, step_report]
+STEP_NAMES = [s.__name__.removeprefix("step_") for s in STEPS]
+
+
+def select(start: str | None, stop: str | None) -> list:
+    for s in (start, stop):
+        if s is not None and s not in STEP_NAMES:
+            raise FlowError(f"unknown step {s!r}; steps in order: {', '.join(STEP_NAMES)}")
+    i = STEP_NAMES.index(start) if start else 0
+    j = STEP_NAMES.index(stop) + 1 if stop else len(STEPS)
+    if i >= j:
+        raise FlowError(f"--start-step {start} comes after --stop-step {stop}")
+    return STEPS[i:j]
+
+
+def run(state: State, start: str | None = None, stop: str | None = None) -> State:
+    """Run the selected steps in a staging copy; swap it into place when all passed."""
+    steps = select(start, stop)
+    out = state.out_dir
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise FlowError(f"cannot write the build directory {out}: {e.strerror or e}") from e
+    try:
+        if steps[0] is not STEPS[0] and out.is_dir():
+            shutil.copytree(out, staging, dirs_exist_ok=True, symlinks=True)
+        state.work = staging
+        for step in steps:
+            name = step.__name__.removeprefix("step_")
+            state.log(f"{name} ...")
+            t0 = time.perf_counter()
+            state = step(state)
+            state.timings[name] = round(time.perf_counter() - t0, 3)
+        failed = [c for c in state.comparisons if not c.ok]
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if failed:
+        kept = out.with_name(out.name + ".failed")
+        shutil.rmtree(kept, ignore_errors=True)
+        staging.rename(kept)
+        where = ""
+        if state.divergence:
+            d = state.divergence
+            where = (f"\n  first divergence (image {d['image']}): layer {d['layer']} (tensor {d['tensor']}): "
+                     f"{d['n_differ']}/{d['size']} values differ, first at index {d['first_index']}: "
+                     f"hls {d['hls']} vs golden {d['golden']}")
+        raise VerificationError("NOT bit-exact:\n  " + "\n  ".join(c.line() for c in failed) + where
+                                + f"\n  the failed build is kept in {kept}; the previous build is untouched")
+    replace_dir(staging, out)
+    state.work = out
+    return state

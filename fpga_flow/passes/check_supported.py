@@ -1,0 +1,71 @@
+"""Refuse, before conversion, any graph the flow cannot convert exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.base import Transformation
+
+from ..errors import FlowError
+
+# op type -> why it is exact in the hls4ml flow (shown to users in the refusal)
+SUPPORTED_OPS = {
+    "Quant": "power-of-two scale, zero point 0, ROUND or FLOOR (Brevitas *FixedPoint quantizers, Int*Bias)",
+    "Conv": "2-D, groups=1, integer weights/inputs from Quant nodes",
+    "Gemm": "fully connected layer (QuantLinear)",
+    "MatMul": "fully connected layer",
+    "Add": "bias of a fully connected layer",
+    "Relu": "followed by a Quant (QuantReLU)",
+    "MaxPool": "max pooling",
+    "Reshape": "flatten before a fully connected layer",
+    "Flatten": "flatten before a fully connected layer",
+    "Transpose": "layout change inserted by the channels-last pass",
+}
+
+
+def _is_pow2(a: np.ndarray) -> bool:
+    a = np.asarray(a, dtype=np.float64)
+    m, _ = np.frexp(a)
+    return bool(np.all(a > 0) and np.all(m == 0.5) and np.all(a == a.flat[0]))
+
+
+class CheckSupported(Transformation):
+    """Raise ``FlowError`` naming the first node the hardware flow cannot make bit-exact."""
+
+    def apply(self, model: ModelWrapper):
+        listing = "; ".join(f"{k} ({v})" for k, v in SUPPORTED_OPS.items())
+        first = model.graph.node[0] if model.graph.node else None
+        inp = model.graph.input[0].name
+        if first is None or not any(n.op_type == "Quant" and n.input[0] == inp for n in model.graph.node):
+            raise FlowError("the model's input is not quantized: start the model with a Brevitas QuantIdentity "
+                            "(e.g. act_quant=Uint8ActPerTensorFixedPoint) so the hardware input is an integer")
+        for node in model.graph.node:
+            where = f"node {node.name!r} ({node.op_type})"
+            if node.op_type not in SUPPORTED_OPS:
+                raise FlowError(f"{where} is not supported by the hls4ml flow. Supported: {listing}")
+            if node.op_type == "Quant":
+                scale = model.get_initializer(node.input[1])
+                zeropt = model.get_initializer(node.input[2])
+                if scale is None or not _is_pow2(scale):
+                    raise FlowError(f"{where}: scale {np.ravel(scale)[:4] if scale is not None else 'dynamic'} "
+                                    "is not a single power of two; use Brevitas *FixedPoint quantizers "
+                                    "(float scales are not supported yet)")
+                if zeropt is None or np.any(zeropt != 0):
+                    raise FlowError(f"{where}: non-zero zero point is not supported")
+                mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
+                if mode not in ("ROUND", "FLOOR"):
+                    raise FlowError(f"{where}: rounding mode {mode} not supported (ROUND, FLOOR are)")
+            if node.op_type == "Conv":
+                attrs = {a.name: a for a in node.attribute}
+                if "group" in attrs and attrs["group"].i != 1:
+                    raise FlowError(f"{where}: grouped/depthwise convolution (group={attrs['group'].i}) "
+                                    "is not supported yet")
+                k = attrs.get("kernel_shape")
+                if k is not None and len(k.ints) != 2:
+                    raise FlowError(f"{where}: only 2-D convolutions are supported")
+            if node.op_type == "Relu":
+                nxt = model.find_consumers(node.output[0]) or []
+                if not nxt or any(c.op_type != "Quant" for c in nxt):
+                    raise FlowError(f"{where}: a ReLU must be followed by a quantizer (use QuantReLU), "
+                                    "otherwise its output is a float")
+        return model, False

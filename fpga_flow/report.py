@@ -1,0 +1,157 @@
+"""report.json (read by tools), report.md (read by people) and a picture."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). The seed model's last op, "
+               "log_softmax, is monotonic, so the predicted class is the same; accuracies below are argmax "
+               "of the logits.")
+
+
+def _acc(out: np.ndarray | None, labels: np.ndarray | None) -> float | None:
+    if out is None or labels is None:
+        return None
+    return float((np.asarray(out).reshape(len(labels), -1).argmax(1) == labels).mean())
+
+
+def build_json(state) -> dict:
+    ref, cfg, info = state.ref, state.cfg, state.plan_info or {}
+    main = next(c for c in state.comparisons if c.name.startswith("HLS csim"))
+    card = (state.checkpoint or {}).get("card") or {}
+    devices = [k.removeprefix("torch_") for k in ref if k.startswith("torch_")]
+    n = len(state.x)
+    return {
+        "model": state.name,
+        "backend": cfg.backend,
+        "config": cfg.to_json(),
+        "checkpoint": (state.checkpoint or {}).get("path"),
+        "checkpoint_card": card or None,
+        "n_images": n,
+        "exact_matches": main.exact_matches,
+        "mismatches": n - main.exact_matches,
+        "max_abs_diff": main.max_abs_diff,
+        "argmax_agreement": main.argmax_agreement,
+        "accuracy": {"float": card.get("float_accuracy"), "quantized": _acc(ref.get("torch_cpu"), state.labels),
+                     "csim": _acc(ref.get("csim"), state.labels)},
+        "reference_device": "cuda" if "cuda" in devices else "cpu",
+        "reference_devices": devices,
+        "comparisons": [{"name": c.name, "n": c.n, "exact_matches": c.exact_matches,
+                         "max_abs_diff": c.max_abs_diff, "first_mismatches": c.mismatching_images[:10]}
+                        for c in state.comparisons],
+        "first_divergence": state.divergence,
+        "timings_s": state.timings,
+        "csim_samples_per_s": n / state.csim_seconds if state.csim_seconds else None,
+        "torch_samples_per_s": state.ref_speed.get("cpu"),
+        "torch_cuda_samples_per_s": state.ref_speed.get("cuda"),
+        "output": {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
+                   "note": LOGITS_NOTE},
+        "hw": {"layers": info.get("layers"), "input_type": info.get("input_type"), "part": cfg.part,
+               "clock_ns": cfg.clock_ns, "io_type": cfg.io_type},
+        "project_dir": str(Path("build") / state.name / "hls") if _in_repo(state.out_dir) else str(state.out_dir / "hls"),
+        "digest": info.get("digest"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def _in_repo(p: Path) -> bool:
+    from .flow import REPO
+    try:
+        return p.resolve().parent == (REPO / "build").resolve()
+    except OSError:
+        return False
+
+
+def summary(rep: dict) -> str:
+    acc = rep["accuracy"]
+    refs = " == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX", "HLS csim"])
+    verdict = "bit-exact" if rep["mismatches"] == 0 else "NOT bit-exact"
+    s = f"{rep['model']}: {rep['exact_matches']}/{rep['n_images']} images {verdict} ({refs})"
+    if acc["quantized"] is not None:
+        s += f"; accuracy quantized {acc['quantized']:.2%} = csim {acc['csim']:.2%}" if acc["quantized"] == acc["csim"] \
+            else f"; accuracy quantized {acc['quantized']:.2%}, csim {acc['csim']:.2%}"
+    return s + f"; project in {rep['project_dir']}"
+
+
+def markdown(rep: dict) -> str:
+    acc, t = rep["accuracy"], rep["timings_s"]
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    rate = lambda v: "-" if not v else f"{v:,.0f} images/s"  # noqa: E731
+    lines = [f"# {rep['model']}: {'bit-exact' if rep['mismatches'] == 0 else 'NOT bit-exact'}", "",
+             summary(rep), "", f"> {rep['output']['note']}", "",
+             "## Verification (compared with `==`, no tolerance)", "",
+             "| comparison | images | bit-exact | max abs diff |", "|---|---:|---:|---:|"]
+    for c in rep["comparisons"]:
+        lines.append(f"| {c['name']} | {c['n']} | {c['exact_matches']} | {c['max_abs_diff']:g} |")
+    if rep["first_divergence"]:
+        d = rep["first_divergence"]
+        lines += ["", f"**First divergence** (image {d['image']}): layer `{d['layer']}` (tensor `{d['tensor']}`), "
+                      f"{d['n_differ']} of {d['size']} values differ; first at {d['first_index']}: "
+                      f"hls {d['hls']} vs golden {d['golden']}."]
+    card = rep.get("checkpoint_card") or {}
+    lines += ["", "## Accuracy (MNIST test images used here)", "",
+              "| model | accuracy |", "|---|---:|",
+              f"| float (checkpoint card) | {pct(acc['float'])} |",
+              f"| quantized, Brevitas torch | {pct(acc['quantized'])} |",
+              f"| HLS csim | {pct(acc['csim'])} |", "",
+              f"Checkpoint: `{rep['checkpoint']}`" + (f" (card: test accuracy {pct(card.get('test_accuracy'))} "
+                                                     f"on 10,000 images)" if card else ""), "",
+              "## Layers and exact types", "", "| layer | class | input | weight | accumulator / result | non-zero weights |",
+              "|---|---|---|---|---|---:|"]
+    for r in rep["hw"]["layers"] or []:
+        nz = f"{r['nonzero_weights']}/{r['weights']}" if "weights" in r else ""
+        lines.append(f"| {r['layer']} | {r['class']} | {r.get('input', '')} | {r.get('weight', '')} | "
+                     f"{r.get('accum', r.get('result', ''))} | {nz} |")
+    lines += ["", "## Speed", "",
+              f"- HLS csim: {rate(rep['csim_samples_per_s'])} (exact integer evaluation, parallel workers)",
+              f"- Brevitas torch CPU: {rate(rep['torch_samples_per_s'])}"]
+    if rep.get("torch_cuda_samples_per_s"):
+        lines.append(f"- Brevitas torch CUDA: {rate(rep['torch_cuda_samples_per_s'])}")
+    lines += ["", "| step | wall time (s) |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in t.items()]
+    lines += ["", f"Total: {sum(t.values()):.1f} s.", "", "## Project", "",
+              f"- directory: `{rep['project_dir']}` (part {rep['hw']['part']}, clock {rep['hw']['clock_ns']} ns, "
+              f"{rep['hw']['io_type']})", f"- digest: `{rep['digest']}`",
+              "- synthesize: `make synth MODEL=" + rep["model"] + "` (needs Vitis HLS), or `vitis_hls -f build_prj.tcl` "
+              "in the project directory", ""]
+    return "\n".join(lines)
+
+
+def plot(state, path: Path) -> None:
+    """Per-step wall time and the csim confusion matrix, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names, secs = list(state.timings), list(state.timings.values())
+    axes[0].barh(names[::-1], secs[::-1], color="#4477aa")
+    axes[0].set_xlabel("wall time (s)")
+    axes[0].set_title("steps")
+    if state.labels is not None and "csim" in state.ref:
+        k = int(max(state.labels.max(), state.ref["csim"].shape[1] - 1)) + 1
+        cm = np.zeros((k, k), dtype=int)
+        np.add.at(cm, (state.labels, state.ref["csim"].argmax(1)), 1)
+        axes[1].imshow(np.log1p(cm), cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    axes[1].text(j, i, cm[i, j], ha="center", va="center", fontsize=7)
+        axes[1].set_xlabel("csim prediction")
+        axes[1].set_ylabel("label")
+        axes[1].set_title(f"HLS csim confusion ({len(state.labels)} images)")
+    else:
+        axes[1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(state) -> dict:
+    rep = build_json(state)
+    state.path("report.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
+    plot(state, state.path("report.png"))
+    state.path("report.md").write_text(markdown(rep) + "\n![steps and confusion](report.png)\n")
+    return rep

@@ -1,0 +1,39 @@
+"""Find the tools the flow runs; a missing one is an error that says how to get it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import FlowError
+
+TOOLS = {
+    # name: (env var override, candidates on PATH, how to install)
+    "g++": ("CXX", ("g++", "c++", "clang++"),
+            "install a C++ compiler (Debian/Ubuntu: `apt-get install g++`)"),
+    "vitis_hls": ("VITIS_HLS", ("vitis-run", "vitis_hls"),
+                  "install AMD Vitis HLS and source its settings64.sh"),
+    "vivado": ("VIVADO", ("vivado",), "install AMD Vivado and source its settings64.sh"),
+}
+
+
+def find(name: str, required: bool = True) -> Path | None:
+    env, candidates, how = TOOLS[name]
+    override = os.environ.get(env)
+    if override:
+        path = shutil.which(override)
+        if path:
+            return Path(path)
+        if required:
+            raise FlowError(f"{env}={override!r} does not name an executable; unset it or point it to {name}",
+                            exit_code=2)
+        return None
+    for c in candidates:
+        path = shutil.which(c)
+        if path:
+            return Path(path)
+    if required:
+        raise FlowError(f"{name} not found on PATH (looked for {', '.join(candidates)}); {how}, "
+                        f"or set {env} to its path", exit_code=2)
+    return None

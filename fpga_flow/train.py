@@ -1,0 +1,355 @@
+"""Quantization-aware training of a zoo model on MNIST, and loading its checkpoint.
+
+A checkpoint is ``{'state_dict': ..., 'card': {...}}`` at
+``models/checkpoints/<name>_w{W}a{A}.pt`` with the card as JSON beside it; both
+are written atomically. The card records what produced the weights (bits,
+schedule, seed, data hash, package versions) and the measured test accuracy.
+
+Brevitas detail this module depends on: the activation quantizers
+(``Uint8ActPerTensorFixedPoint``: ``ParameterFromRuntimeStatsScaling``) keep
+their scale in a Python ``counter`` plus a ``buffer`` that ``state_dict()``
+leaves out. For the first ``collect_stats_steps`` (300) training forwards the
+scale is a running percentile held in ``buffer``; then it becomes the learned
+parameter ``value`` (log2 domain). ``state_dict()`` always exports the scale as
+``value`` (log2 of ``buffer`` while still collecting), and loading ``value``
+ends collection (``counter = steps + 1``), so a fresh model loaded with
+``strict=True`` computes exactly what the saved one computed in eval mode. What a
+state_dict cannot carry is an *unfinished* collection (counter, buffer): the
+end-of-epoch resume file stores those separately so that a resumed run equals
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data, zoo
+from .errors import FlowError
+
+DEFAULTS = dict(epochs=3, batch_size=64, lr=2e-3)
+
+
+def _random_affine() -> nn.Module:
+    import kornia.augmentation as K
+
+    # Small geometric jitter only: MNIST digits are not mirror-symmetric, so no flips.
+    return K.RandomAffine(degrees=10.0, translate=(0.1, 0.1), scale=(0.9, 1.1), p=1.0)
+
+
+# Augmentation policies by name; they run batch-wise on the training device.
+AUGMENTATIONS: dict[str, Callable[[], nn.Module]] = {"default": _random_affine}
+
+
+def make_augmentation(name: str | None) -> nn.Module | None:
+    """The policy called ``name``; ``None`` (or ``'none'``) means no augmentation."""
+    if name is None or name == "none":
+        return None
+    if name not in AUGMENTATIONS:
+        raise FlowError(f"unknown augmentation {name!r}; valid: {', '.join(sorted(AUGMENTATIONS))}, none")
+    return AUGMENTATIONS[name]()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seed every RNG and force deterministic kernels, restoring the global flag after."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    # warn_only: an op without a deterministic kernel warns instead of aborting a long run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def _lr_at(step: int, total: int, lr: float) -> float:
+    """Cosine decay from ``lr`` to 0 over the run, per step (stateless, so resume is trivial)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+
+
+def _runtime_stats_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Brevitas modules that collect runtime statistics (scale or zero point) in training."""
+    return {n: m for n, m in model.named_modules()
+            if all(hasattr(m, a) for a in ("collect_stats_steps", "counter", "buffer", "value"))}
+
+
+def _stats_state(model: nn.Module) -> dict[str, dict[str, Any]]:
+    # ``value`` too: state_dict() replaces it by the buffer while collecting, and at the
+    # end of collection Brevitas folds the buffer into the *initial* value in place.
+    return {n: {"counter": int(m.counter), "buffer": m.buffer.detach().cpu().clone(),
+                "value": m.value.detach().cpu().clone()}
+            for n, m in _runtime_stats_modules(model).items()}
+
+
+def _restore_stats_state(model: nn.Module, state: dict[str, dict[str, Any]]) -> None:
+    for n, m in _runtime_stats_modules(model).items():
+        if n in state:
+            m.counter = int(state[n]["counter"])
+            with torch.no_grad():
+                m.buffer.copy_(state[n]["buffer"].to(m.buffer.device))
+                m.value.copy_(state[n]["value"].to(m.value.device))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def card_path(ckpt: Path) -> Path:
+    return Path(ckpt).with_suffix(".json")
+
+
+def partial_path(ckpt: Path) -> Path:
+    return Path(ckpt).with_name(Path(ckpt).name + ".partial")
+
+
+def save_checkpoint(model: nn.Module, card: dict, path: Path) -> Path:
+    """Save ``{'state_dict', 'card'}`` to ``path`` and the card as JSON beside it."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda p: torch.save({"state_dict": state, "card": card}, p))
+    _atomic_write(card_path(path), lambda p: p.write_text(json.dumps(card, indent=2) + "\n"))
+    return path
+
+
+def _save_partial(path: Path, payload: dict) -> None:
+    _atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def _to_unit_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(data.to_unit(images))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images_uint8: np.ndarray, labels: np.ndarray,
+             device: str = "cpu", batch: int = 1000) -> float:
+    """Top-1 accuracy (fraction) of ``model`` in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    correct = 0
+    try:
+        for i in range(0, len(images_uint8), batch):
+            x = _to_unit_tensor(images_uint8[i:i + batch]).to(device)
+            pred = model(x).argmax(dim=1).cpu()
+            correct += int((pred == labels_t[i:i + batch]).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(len(images_uint8), 1)
+
+
+def _versions() -> dict[str, str]:
+    import brevitas
+
+    out = {"torch": torch.__version__, "brevitas": brevitas.__version__}
+    with contextlib.suppress(Exception):
+        import kornia
+
+        out["kornia"] = kornia.__version__
+    return out
+
+
+def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 8,
+          epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
+          lr: float = DEFAULTS["lr"], seed: int = 0, device: str | None = None,
+          data_path: str | os.PathLike | None = None, augment: str | None = "default",
+          limit: int | None = None, out: str | os.PathLike | None = None,
+          progress: bool = True, resume: bool = False) -> dict:
+    """Quantization-aware training of ``models/<model_name>.py``'s quant model; returns the card.
+
+    model_name      a zoo model (``models/<name>.py``).
+    weight_bits, act_bits, input_bits
+                    passed to ``quant_model``; the checkpoint name carries W and A.
+    epochs, batch_size, lr
+                    Adam, lr decayed per step on a cosine to 0 over all epochs.
+    seed            seeds Python, NumPy and torch (shuffle, dropout, augmentation);
+                    with deterministic kernels a run is reproducible bit for bit on
+                    the same device and thread count.
+    device          'cuda' when available, else 'cpu'; the test accuracy in the card is
+                    always measured on the CPU in eval mode.
+    data_path       MNIST IDX folder (see ``fpga_flow.data``).
+    augment         name in ``AUGMENTATIONS`` ('default': small random affine) or None.
+    limit           train on the first ``limit`` training images only (tests, smoke runs).
+    out             checkpoint path; default ``zoo.checkpoint_path(name, W, A)``.
+    progress        tqdm bar per epoch with loss and running accuracy.
+    resume          continue from ``<out>.partial`` (written after each epoch) when it
+                    exists and was made with the same settings.
+    """
+    mod = zoo.load(model_name)
+    device = device or default_device()
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise FlowError(f"epochs ({epochs}) and batch_size ({batch_size}) must be >= 1 and lr ({lr}) > 0")
+    aug = make_augmentation(augment)
+    path = Path(out) if out is not None else zoo.checkpoint_path(model_name, weight_bits, act_bits)
+    partial = partial_path(path)
+    train_split = data.load("train", data_path)
+    test_split = data.load("test", data_path)
+    images, labels = train_split.images, train_split.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    n = len(images)
+    if n == 0:
+        raise FlowError(f"no training images (limit={limit})")
+    settings = dict(model=model_name, weight_bits=weight_bits, act_bits=act_bits,
+                    input_bits=input_bits, epochs=epochs, batch_size=batch_size, lr=lr,
+                    seed=seed, augment=augment, limit=limit, data_sha256=train_split.sha256)
+
+    with _deterministic(seed):
+        model = mod.quant_model(weight_bits, act_bits, input_bits).to(device)
+        if aug is not None:
+            aug = aug.to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        x_all = _to_unit_tensor(images).to(device)
+        y_all = torch.from_numpy(labels).to(device)
+        steps_per_epoch = math.ceil(n / batch_size)
+        total_steps = epochs * steps_per_epoch
+        start_epoch, elapsed, history = 0, 0.0, []
+
+        if resume and partial.exists():
+            state = _load_partial(partial, settings)
+            model.load_state_dict(state["state_dict"])
+            _restore_stats_state(model, state["stats"])
+            opt.load_state_dict(state["optimizer"])
+            shuffle.set_state(state["shuffle_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.startswith("cuda") and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"])
+            start_epoch, elapsed, history = state["epoch"], state["elapsed"], list(state["history"])
+
+        forward = getattr(model, "forward_log_softmax", None) or (lambda x: F.log_softmax(model(x), dim=1))
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            t0 = time.perf_counter()
+            seen = correct = 0
+            loss_sum = 0.0
+            bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{epochs}")
+            for i in bar:
+                idx = perm[i * batch_size:(i + 1) * batch_size]
+                x, y = x_all[idx], y_all[idx]
+                if aug is not None:
+                    x = aug(x)
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, lr)
+                logp = forward(x)
+                loss = F.nll_loss(logp, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(y)
+                correct += int((logp.argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * len(y)
+                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            elapsed += time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen,
+                            "train_accuracy": correct / seen})
+            _save_partial(partial, {
+                "settings": settings, "epoch": epoch + 1, "elapsed": elapsed, "history": history,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "stats": _stats_state(model), "optimizer": opt.state_dict(),
+                "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None,
+            })
+
+    model = model.to("cpu").eval()
+    accuracy = evaluate(model, test_split.images, test_split.labels, device="cpu")
+    card = dict(settings, test_accuracy=accuracy, test_images=len(test_split.images),
+                train_images=n, train_seconds=round(elapsed, 3),
+                train_samples_per_s=round(n * epochs / elapsed, 1) if elapsed > 0 else None,
+                device=device, threads=torch.get_num_threads(), history=history,
+                versions=_versions())
+    save_checkpoint(model, card, path)
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    return card
+
+
+def _progress(it: range, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, leave=True, dynamic_ncols=True)
+
+
+def _load_partial(partial: Path, settings: dict) -> dict:
+    try:
+        state = torch.load(partial, map_location="cpu", weights_only=True)
+        saved = state["settings"]
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
+        raise FlowError(f"cannot resume from {partial}: {type(e).__name__}: {e}. "
+                        "Delete it to start over.") from e
+    if saved != settings:
+        diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        raise FlowError(f"cannot resume from {partial}: it was made with other settings "
+                        f"(saved, requested): {diff}. Delete it or train without resume.")
+    return state
+
+
+def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weight_bits: int = 4,
+                    act_bits: int = 4, input_bits: int = 8) -> tuple[nn.Module, dict]:
+    """The trained quant model (eval mode, CPU) and its card; any defect is a FlowError.
+
+    Loading is ``strict``: with Brevitas' runtime-stats quantizers this is what
+    makes the scales the saved ones (see the module docstring).
+    """
+    mod = zoo.load(model_name)
+    path = Path(path) if path is not None else zoo.checkpoint_path(model_name, weight_bits, act_bits)
+    if not path.is_file():
+        raise FlowError(f"checkpoint not found: {path}. Run `make train MODEL={model_name}` to create it.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a torch file
+        raise FlowError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. "
+                        f"Re-create it with `make train MODEL={model_name}`.") from e
+    if not isinstance(ckpt, dict) or not {"state_dict", "card"} <= set(ckpt):
+        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise FlowError(f"checkpoint {path} is not an fpga_flow checkpoint "
+                        f"(expected keys 'state_dict' and 'card', found {keys})")
+    card = ckpt["card"]
+    want = {"model": model_name, "weight_bits": weight_bits, "act_bits": act_bits, "input_bits": input_bits}
+    got = {k: card.get(k) for k in want}
+    if got != want:
+        raise FlowError(f"checkpoint {path} was trained as {got}, but {want} was requested")
+    model = mod.quant_model(weight_bits, act_bits, input_bits)
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatch
+        raise FlowError(f"checkpoint {path} does not fit models/{model_name}.py "
+                        f"(W{weight_bits}A{act_bits} input {input_bits}): {e}") from e
+    return model.eval(), card

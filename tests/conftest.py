@@ -1,0 +1,51 @@
+"""Shared fixtures: a small calibrated quant ConvNet, MNIST subsets, and tool detection."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from fpga_flow import data
+    return data.load("test")
+
+
+@pytest.fixture(scope="session")
+def calibrated_convnet(mnist_test):
+    """An untrained QuantConvNet whose activation scales were initialised from real images (fast, deterministic)."""
+    from fpga_flow import data, zoo
+    torch.manual_seed(0)
+    m = zoo.load("convnet").quant_model(4, 4, 8)
+    m.train()
+    x = torch.from_numpy(data.to_unit(mnist_test.images[:320]))
+    with torch.no_grad():
+        for i in range(0, 320, 8):
+            m(x[i:i + 8])
+    return m.eval()
+
+
+def has_gxx() -> bool:
+    return shutil.which("g++") is not None
+
+
+needs_gxx = pytest.mark.skipif(not has_gxx(), reason="g++ not on PATH")
+
+
+@pytest.fixture
+def tiny_images(mnist_test):
+    from fpga_flow import data
+    return data.to_unit(mnist_test.images[:64]), mnist_test.labels[:64]
+
+
+def as_np(t) -> np.ndarray:
+    return getattr(t, "value", t).detach().numpy()
