@@ -151,12 +151,12 @@ def _info(state: State) -> dict:
 
 def step_csim_build(state: State) -> State:
     info = _info(state)
-    digest = backends.get(state.cfg.backend).digest(BuildPlan.from_dir(state.path("hls")))
+    digest = BuildPlan.from_dir(state.path("hls")).digest()
     if digest != info["digest"]:
         raise FlowError(f"{state.out_dir}/hls was modified after it was generated (digest {digest[:12]} != "
                         f"{info['digest'][:12]}); rebuild it with `make hls MODEL={state.name}`")
     variants = ("exact", "stock") if state.cfg.stock_check_images else ("exact",)
-    state.binaries = sim.build(state.path("hls"), digest, REPO / "build" / ".csim-cache", variants)
+    state.binaries = sim.build(state.path("hls"), digest, sim.cache_dir(), variants)
     return state
 
 

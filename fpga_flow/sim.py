@@ -21,6 +21,13 @@ from . import toolchain
 from .errors import FlowError
 
 VARIANTS = ("exact", "stock")
+CACHE_ENV = "FPGA_FLOW_CSIM_CACHE"
+
+
+def cache_dir() -> Path:
+    """Compiled testbenches by digest: $FPGA_FLOW_CSIM_CACHE, else build/.csim-cache in the repository."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / ".csim-cache"
 CXXFLAGS = ("-O2", "-std=c++17", "-fno-gnu-unique", "-w")
 
 

@@ -25,9 +25,6 @@ from ..errors import FlowError
 from ..golden import input_quantizer
 
 PROJECT_DIR = "hls"
-# hls4ml writes these for its own Python bridge; our csim does not use them.
-# They are kept in the project but left out of the digest (they name temp paths).
-DIGEST_SKIP = ("hls4ml_config.yml",)
 EXACT_HEADER = "hls4ml/fpga_flow_csim_exact.h"
 PASS_THROUGH = ("Pooling1D", "Pooling2D", "Reshape", "Transpose")
 MAC_LAYERS = ("Conv1D", "Conv2D", "Dense")
@@ -84,9 +81,9 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
             b = layer.weights.get("bias")
             b_codes = None if b is None else precision.to_codes(b.data, acc_frac, f"{layer.name} bias")
             acc = precision.accumulator(x, w_codes, w_frac, b_codes)
-            forced = cfg.extra.get("force_accum_width")  # fault injection for tests only
-            if forced:
-                acc = precision.Fixed(int(forced), int(forced) - acc.frac, True)
+            narrow = int(cfg.extra.get("narrow_accum_by", 0))  # fault injection, for tests only
+            if narrow:
+                acc = precision.Fixed(acc.width - narrow, acc.integer - narrow, True)
             layer.types["accum_t"].precision = _hls_fixed(acc)
             out_var.type.precision = _hls_fixed(acc)
             nz = int(np.count_nonzero(w_codes))
@@ -124,7 +121,9 @@ def make_plan(model: ModelWrapper, cfg: BuildConfig) -> tuple[BuildPlan, dict]:
         with contextlib.chdir(staging):
             hm, layers = convert(model, cfg, output_dir=PROJECT_DIR)
             with _quiet():
-                hm.write()
+                # hls4ml's writer flow starts with a pass that sets a random uuid stamp; call the
+                # writer itself so the stamp we derived from the design keeps the project reproducible
+                hm.config.backend.writer.write_hls(hm)
         plan = BuildPlan.from_dir(staging / PROJECT_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -137,12 +136,8 @@ def make_plan(model: ModelWrapper, cfg: BuildConfig) -> tuple[BuildPlan, dict]:
     out_p = _fixed_of(out_var.type.precision)
     info = {"layers": layers, "n_in": n_in, "n_out": n_out, "input_type": str(_fixed_of(in_var.type.precision)),
             "output_type": str(out_p), "output_frac_bits": out_p.frac,
-            "digest": digest(plan)}
+            "digest": plan.digest()}
     return plan, info
-
-
-def digest(plan: BuildPlan) -> str:
-    return BuildPlan({k: v for k, v in plan.items() if k not in DIGEST_SKIP}).digest()
 
 
 def trace_layers(model: ModelWrapper, cfg: BuildConfig, x1: np.ndarray, workdir: Path) -> list[tuple[str, str, np.ndarray]]:

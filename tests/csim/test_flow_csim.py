@@ -1,0 +1,89 @@
+"""End-to-end: Brevitas -> QONNX -> hls4ml -> g++ csim, compared with ==."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fpga_flow import BuildConfig, FlowError, VerificationError, api, data
+from fpga_flow.codegen import BuildPlan
+from tests.conftest import needs_gxx
+
+pytestmark = [pytest.mark.csim, needs_gxx]
+
+
+def _extreme_inputs() -> np.ndarray:
+    """Inputs that drive the accumulators to their ends: all-max, all-zero, checkerboards, stripes."""
+    full = np.ones((28, 28), np.float32)
+    cb = (np.indices((28, 28)).sum(0) % 2).astype(np.float32)
+    stripes = (np.arange(28) % 2 == 0)[:, None] * full
+    return np.stack([full, 0 * full, cb, 1 - cb, stripes, stripes.T])[:, None]
+
+
+def test_convnet_shipped_checkpoint_bit_exact_on_200_mnist_images(tmp_path):
+    cfg = BuildConfig(model="convnet", n_images=200, stock_check_images=40)
+    rep = api.build_zoo(cfg, out_dir=tmp_path, progress=False)
+    assert rep["n_images"] == 200
+    assert rep["exact_matches"] == 200 and rep["mismatches"] == 0 and rep["max_abs_diff"] == 0.0
+    assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
+    names = [c["name"] for c in rep["comparisons"]]
+    assert "HLS csim vs QONNX golden" in names and "hls4ml stock csim vs fpga_flow exact csim" in names
+    assert rep["accuracy"]["csim"] == rep["accuracy"]["quantized"] > 0.9  # a trained model, not chance
+    on_disk = json.loads((tmp_path / "convnet" / "report.json").read_text())
+    assert on_disk["digest"] == rep["digest"]
+    assert (tmp_path / "convnet" / "hls" / "build_prj.tcl").is_file()
+    assert "ends at the logits" in (tmp_path / "convnet" / "report.md").read_text()
+
+
+def test_extreme_inputs_and_reproducible_project(calibrated_convnet, mnist_test, tmp_path):
+    x = np.concatenate([_extreme_inputs(), data.to_unit(mnist_test.images[:26])])
+    cfg = BuildConfig(model="calib", stock_check_images=len(x))
+    rep = api.build(calibrated_convnet, (1, 28, 28), name="calib", out_dir=tmp_path / "a", config=cfg, images=x,
+                    progress=False)
+    assert rep["exact_matches"] == len(x) == 32
+    assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
+    # the same model and config give a byte-identical project, and reuse the compiled simulation
+    rep2 = api.build(calibrated_convnet, (1, 28, 28), name="calib", out_dir=tmp_path / "b", config=cfg, images=x,
+                     progress=False)
+    a = BuildPlan.from_dir(tmp_path / "a" / "calib" / "hls")
+    b = BuildPlan.from_dir(tmp_path / "b" / "calib" / "hls")
+    assert a == b and rep["digest"] == rep2["digest"]
+    assert rep2["timings_s"]["csim_build"] < 1.0  # cached by digest: no compiler run
+
+
+def test_overflowing_accumulator_is_caught_and_located(calibrated_convnet, mnist_test, tmp_path):
+    """Fault injection: a too-narrow accumulator must fail verification, name the layer, keep the good build."""
+    x = data.to_unit(mnist_test.images[:20])
+    out = tmp_path / "out"
+    good = BuildConfig(model="fault", stock_check_images=0)
+    api.build(calibrated_convnet, (1, 28, 28), name="fault", out_dir=out, config=good, images=x, progress=False)
+    before = (out / "fault" / "report.json").read_bytes()
+    bad = good.replace(extra={"narrow_accum_by": 2})
+    with pytest.raises(VerificationError) as e:
+        api.build(calibrated_convnet, (1, 28, 28), name="fault", out_dir=out, config=bad, images=x, progress=False)
+    msg = str(e.value)
+    assert "NOT bit-exact" in msg and "first divergence" in msg and "Conv2D_Conv_0" in msg
+    assert (out / "fault" / "report.json").read_bytes() == before
+    assert (out / "fault.failed" / "hls").is_dir()
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_missing_and_failing_compiler(calibrated_convnet, mnist_test, tmp_path, monkeypatch):
+    x = data.to_unit(mnist_test.images[:4])
+    cfg = BuildConfig(model="nocxx", stock_check_images=0)
+    monkeypatch.setenv("FPGA_FLOW_CSIM_CACHE", str(tmp_path / "cache"))  # force a compile
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    with pytest.raises(FlowError) as e:
+        api.build(calibrated_convnet, (1, 28, 28), name="nocxx", out_dir=tmp_path, config=cfg, images=x,
+                  progress=False)
+    assert e.value.exit_code == 2 and "CXX" in str(e.value)
+    monkeypatch.setenv("CXX", "false")  # a compiler that fails
+    with pytest.raises(FlowError) as e:
+        api.build(calibrated_convnet, (1, 28, 28), name="nocxx", out_dir=tmp_path, config=cfg, images=x,
+                  progress=False)
+    assert "C simulation build (exact) failed" in str(e.value) and "compile.log" in str(e.value)
+    assert not (tmp_path / "nocxx").exists()  # nothing half-written
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
