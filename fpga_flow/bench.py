@@ -1,0 +1,103 @@
+"""`make bench`: wall time of every step and of the whole command, cold and warm, and throughput.
+
+Writes docs/bench/<model>.md (the committed table) and docs/bench/<model>.json.
+Timings are measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import sim
+from .flow import REPO
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _hls(args: list[str], env: dict) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "fpga_flow", "hls", *args, "-q"], env=env, cwd=REPO,
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"bench: `fpga-flow hls {' '.join(args)}` failed:\n{p.stderr[-2000:]}")
+    model = args[args.index("--model") + 1]
+    return wall, json.loads((REPO / "build" / model / "report.json").read_text())
+
+
+def main(a) -> int:
+    n = a.images
+    args = ["--model", a.model, "-n", str(n or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
+            str(a.act_bits), "--backend", a.backend, "--io-type", a.io_type, "--stock-check", str(a.stock_check)]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="fpga_flow_bench_cache_") as cold_cache:
+        env = dict(os.environ, **{sim.CACHE_ENV: cold_cache})
+        print("bench: cold build (empty csim cache) ...", file=sys.stderr)
+        runs.append(("cold (csim compiled)",) + _hls(args, env))
+        for i in range(max(1, a.repeat)):
+            print(f"bench: warm build {i + 1} (csim cached by digest) ...", file=sys.stderr)
+            runs.append(("warm (csim cached)",) + _hls(args, env))
+    rep = runs[-1][2]
+    # hls4ml's unmodified csim on the same inputs, for the speed comparison
+    project = REPO / "build" / a.model / "hls"
+    hw_in = np.load(REPO / "build" / a.model / "golden.npz")["hw_input"]
+    hw_in = np.ascontiguousarray(np.moveaxis(hw_in, 1, -1)) if hw_in.ndim == 4 else hw_in
+    k = min(len(hw_in), 1000)
+    bins = sim.build(project, rep["digest"], sim.cache_dir(), ("exact", "stock"))
+    _, t_stock = sim.run(bins["stock"], project, hw_in[:k], a.workers, progress=False)
+    _, t_stock1 = sim.run(bins["stock"], project, hw_in[:k // 4], 1, progress=False)
+    _, t_exact1 = sim.run(bins["exact"], project, hw_in, 1, progress=False)
+    result = {
+        "model": a.model, "n_images": rep["n_images"], "exact_matches": rep["exact_matches"],
+        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%d"),
+        "wall_s": {name: round(w, 2) for name, w, _ in runs},
+        "steps_s": {name: r["timings_s"] for name, _, r in runs},
+        "images_per_s": {
+            "csim fpga_flow exact, all cores": rep["csim_samples_per_s"],
+            "csim fpga_flow exact, 1 core": len(hw_in) / t_exact1,
+            "csim hls4ml stock, all cores": k / t_stock,
+            "csim hls4ml stock, 1 core": (k // 4) / t_stock1,
+            "Brevitas torch CPU": rep["torch_samples_per_s"],
+            "Brevitas torch CUDA": rep.get("torch_cuda_samples_per_s"),
+        },
+    }
+    out = REPO / "docs" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{a.model}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{a.model}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# Benchmark: {r['model']}", "",
+             f"Measured {r['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}, no GPU unless listed. "
+             f"Verification: {r['exact_matches']}/{r['n_images']} images bit-exact in every run.", "",
+             "| `fpga-flow hls` run | wall time (s), whole command |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["wall_s"].items()]
+    steps = list(next(iter(r["steps_s"].values())))
+    lines += ["", "| step | " + " | ".join(r["steps_s"]) + " |", "|---|" + "---:|" * len(r["steps_s"])]
+    for s in steps:
+        lines.append(f"| {s} | " + " | ".join(f"{v.get(s, 0):.2f}" for v in r["steps_s"].values()) + " |")
+    lines += ["", "| throughput, same inputs | images/s |", "|---|---:|"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in r["images_per_s"].items() if v]
+    return "\n".join(lines) + "\n"
