@@ -35,7 +35,7 @@ def _inputs(input_shape: tuple[int, ...], n: int, data_path: str | None, images:
 def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", out_dir: str | os.PathLike = "build",
           config: BuildConfig | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
           checkpoint: dict | None = None, start_step: str | None = None, stop_step: str | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, reverify: bool = False) -> dict:
     """Build and verify any supported Brevitas module; returns the report (also in out_dir/name/report.json).
 
     Raises ``FlowError`` for anything the user can fix (unsupported layer, bad
@@ -47,12 +47,14 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
     x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
     state = flow.State(cfg=cfg, name=name, module=module.eval(), input_shape=tuple(input_shape),
                        out_dir=Path(out_dir) / name, x=x, labels=y, checkpoint=checkpoint, progress=progress)
-    state = flow.run(state, start_step, stop_step)
+    if reverify and not (state.out_dir / "hls").is_dir():
+        raise FlowError(f"no project in {state.out_dir} to re-verify: run `make hls MODEL={name}` first")
+    state = flow.run(state, start_step, stop_step, steps=flow.REVERIFY_STEPS if reverify else None)
     return state.report or {}
 
 
 def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_step: str | None = None,
-              stop_step: str | None = None, progress: bool = True) -> dict:
+              stop_step: str | None = None, progress: bool = True, reverify: bool = False) -> dict:
     """Build a model of ``models/`` from its shipped (or given) checkpoint."""
     from .train import load_checkpoint
     mod = zoo.load(cfg.model)
@@ -65,4 +67,4 @@ def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_
         shown = str(path)
     return build(module, mod.INPUT_SHAPE, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
                  checkpoint={"path": shown, "card": card}, start_step=start_step, stop_step=stop_step,
-                 progress=progress)
+                 progress=progress, reverify=reverify)

@@ -70,11 +70,11 @@ def _config(a: argparse.Namespace):
                        workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint)
 
 
-def cmd_hls(a: argparse.Namespace, start: str | None = None, stop: str | None = None) -> int:
+def cmd_hls(a: argparse.Namespace, reverify: bool = False) -> int:
     from . import api, report
     t0 = time.perf_counter()
-    rep = api.build_zoo(_config(a), start_step=start or a.start_step, stop_step=stop or a.stop_step,
-                        progress=not a.quiet)
+    rep = api.build_zoo(_config(a), start_step=a.start_step, stop_step=a.stop_step, progress=not a.quiet,
+                        reverify=reverify)
     if rep:
         print(report.summary(rep))
         print(f"report: build/{rep['model']}/report.md ({time.perf_counter() - t0:.1f} s)")
@@ -82,7 +82,7 @@ def cmd_hls(a: argparse.Namespace, start: str | None = None, stop: str | None = 
 
 
 def cmd_csim(a: argparse.Namespace) -> int:
-    return cmd_hls(a, start="golden")
+    return cmd_hls(a, reverify=True)
 
 
 def cmd_train(a: argparse.Namespace) -> int:

@@ -224,9 +224,13 @@ def select(start: str | None, stop: str | None) -> list:
     return STEPS[i:j]
 
 
-def run(state: State, start: str | None = None, stop: str | None = None) -> State:
+# `csim`: re-verify the project already written, on new inputs, without re-generating it
+REVERIFY_STEPS = [step_golden, step_csim_build, step_csim_run, step_compare, step_report]
+
+
+def run(state: State, start: str | None = None, stop: str | None = None, steps: list | None = None) -> State:
     """Run the selected steps in a staging copy; swap it into place when all passed."""
-    steps = select(start, stop)
+    steps = steps or select(start, stop)
     out = state.out_dir
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

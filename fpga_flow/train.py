@@ -174,11 +174,11 @@ def evaluate(model: nn.Module, images_uint8: np.ndarray, labels: np.ndarray,
 def _versions() -> dict[str, str]:
     import brevitas
 
-    out = {"torch": torch.__version__, "brevitas": brevitas.__version__}
+    out = {"torch": str(torch.__version__), "brevitas": str(brevitas.__version__)}
     with contextlib.suppress(Exception):
         import kornia
 
-        out["kornia"] = kornia.__version__
+        out["kornia"] = str(kornia.__version__)
     return out
 
 

@@ -116,10 +116,10 @@ def test_unknown_augmentation_lists_valid():
 
 def test_short_training_reduces_loss(mnist_dir, tmp_path):
     out = tmp_path / "short.pt"
-    card = train.train(MODEL, epochs=6, batch_size=32, lr=3e-3, limit=256, augment="default",
+    card = train.train(MODEL, epochs=8, batch_size=32, lr=1e-2, limit=256, augment=None,
                        data_path=mnist_dir, out=out, progress=False, device="cpu")
     losses = [h["train_loss"] for h in card["history"]]
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert losses[-1] < 0.7 * losses[0], losses
     assert out.is_file() and train.card_path(out).is_file()
     assert not train.partial_path(out).exists()  # removed once the run completed
     assert card["train_images"] == 256 and 0.0 <= card["test_accuracy"] <= 1.0
@@ -131,7 +131,9 @@ def test_short_training_reduces_loss(mnist_dir, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(mnist_dir, tmp_path, monkeypatch):
-    kw = dict(epochs=2, batch_size=32, limit=128, augment="default", data_path=mnist_dir,
+    # 250 steps per epoch: the cut falls while Brevitas still collects activation
+    # statistics (300 training forwards) and the resumed epoch finishes collection.
+    kw = dict(epochs=2, batch_size=8, limit=2000, augment="default", data_path=mnist_dir,
               progress=False, device="cpu")
     whole = tmp_path / "whole.pt"
     train.train(MODEL, out=whole, **kw)
