@@ -39,15 +39,25 @@ def exact(name: str, got: np.ndarray, want: np.ndarray) -> Comparison:
                       float((got.argmax(1) == want.argmax(1)).mean()) if len(want) else 1.0)
 
 
-def first_divergence(hls_trace: list[tuple[str, str, np.ndarray]], golden: dict[str, np.ndarray]) -> dict | None:
-    """The first hls4ml layer whose traced output differs from the QONNX tensor it implements."""
+def first_divergence(hls_trace: list[tuple[str, str, np.ndarray]], golden: dict[str, np.ndarray],
+                     quantized_by: dict[str, str] | None = None) -> dict | None:
+    """The first hls4ml layer whose traced output differs from the QONNX tensor it implements.
+
+    hls4ml folds a Quant node into the layer before it (a ReLU becomes a quantizing
+    activation), so a layer named after ``t`` may hold the value of ``quantized_by[t]``,
+    the output of the Quant that consumes ``t``: either one matching is agreement.
+    """
+    quantized_by = quantized_by or {}
     for layer, tensor, values in hls_trace:
-        if tensor not in golden:
-            continue
-        want = np.asarray(golden[tensor], dtype=np.float64).ravel()
+        candidates = [t for t in (tensor, quantized_by.get(tensor)) if t in golden]
         got = np.asarray(values, dtype=np.float64).ravel()
-        if got.size != want.size:
+        candidates = [t for t in candidates if np.asarray(golden[t]).size == got.size]
+        if not candidates:
             continue
+        if any(np.array_equal(got, np.asarray(golden[t], dtype=np.float64).ravel()) for t in candidates):
+            continue
+        tensor = candidates[-1]
+        want = np.asarray(golden[tensor], dtype=np.float64).ravel()
         diff = np.flatnonzero(got != want)
         if diff.size:
             i = int(diff[0])

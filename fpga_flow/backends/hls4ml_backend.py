@@ -8,6 +8,7 @@ input quantizer, accumulators and layer outputs get the exact types derived in
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import shutil
@@ -90,10 +91,12 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
             row.update(input=str(x), weight=str(_fixed_of(wvar.type.precision)), accum=str(acc),
                        weights=int(w_codes.size), nonzero_weights=nz, n_out=int(w_codes.shape[-1]))
         elif cls in PASS_THROUGH and in_var is not None:
+            # a copy of the input's type, rounding and saturation modes included: with io_parallel a
+            # reshape's type becomes its input's definition, so dropping modes would change the ReLU before it
             p = in_var.type.precision
             if "accum_t" in layer.types:
-                layer.types["accum_t"].precision = _hls_fixed(_fixed_of(p))
-            out_var.type.precision = _hls_fixed(_fixed_of(p))
+                layer.types["accum_t"].precision = copy.deepcopy(p)
+            out_var.type.precision = copy.deepcopy(p)
             row["result"] = str(_fixed_of(p))
         else:
             row["result"] = str(out_var.type.precision)

@@ -87,3 +87,32 @@ def test_missing_and_failing_compiler(calibrated_convnet, mnist_test, tmp_path, 
     assert "C simulation build (exact) failed" in str(e.value) and "compile.log" in str(e.value)
     assert not (tmp_path / "nocxx").exists()  # nothing half-written
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def _small_conv_net():
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
+    from torch import nn
+    torch.manual_seed(3)
+    wq = dict(weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=4, bias_quant=Int32Bias)
+    net = nn.Sequential(qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
+                        qnn.QuantConv2d(1, 3, 3, **wq),
+                        qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=3, return_quant_tensor=True),
+                        nn.Flatten(), qnn.QuantLinear(3 * 6 * 6, 5, **wq))
+    net.train()
+    with torch.no_grad():
+        for _ in range(5):
+            net(torch.rand(16, 1, 8, 8))
+    return net.eval()
+
+
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_small_conv_net_both_io_types(io_type, tmp_path):
+    """Regression: with io_parallel a flatten after a quantizing ReLU once lost the ReLU's rounding mode."""
+    x = np.random.default_rng(0).random((64, 1, 8, 8), dtype=np.float32)
+    cfg = BuildConfig(model="small", io_type=io_type, stock_check_images=64)
+    rep = api.build(_small_conv_net(), (1, 8, 8), name="small", out_dir=tmp_path, config=cfg, images=x,
+                    progress=False)
+    assert rep["exact_matches"] == 64
+    assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
