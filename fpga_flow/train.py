@@ -39,7 +39,7 @@ from torch import nn
 from . import data, zoo
 from .errors import FlowError
 
-DEFAULTS = dict(epochs=3, batch_size=64, lr=2e-3)
+DEFAULTS = dict(epochs=20, batch_size=64, lr=2e-3)  # the shipped convnet_w4a4 recipe
 
 
 def _random_affine() -> nn.Module:
@@ -121,11 +121,18 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def card_path(ckpt: Path) -> Path:
@@ -196,8 +203,9 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     epochs, batch_size, lr
                     Adam, lr decayed per step on a cosine to 0 over all epochs.
     seed            seeds Python, NumPy and torch (shuffle, dropout, augmentation);
-                    with deterministic kernels a run is reproducible bit for bit on
-                    the same device and thread count.
+                    with deterministic kernels a CPU run is reproducible bit for bit
+                    (same thread count); CUDA has no deterministic max-pool backward,
+                    so there torch only warns.
     device          'cuda' when available, else 'cpu'; the test accuracy in the card is
                     always measured on the CPU in eval mode.
     data_path       MNIST IDX folder (see ``fpga_flow.data``).
@@ -228,35 +236,40 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     seed=seed, augment=augment, limit=limit, data_sha256=train_split.sha256)
 
     with _deterministic(seed):
-        model = mod.quant_model(weight_bits, act_bits, input_bits).to(device)
-        if aug is not None:
-            aug = aug.to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model = mod.quant_model(weight_bits, act_bits, input_bits)
         shuffle = torch.Generator().manual_seed(seed)
-        x_all = _to_unit_tensor(images).to(device)
-        y_all = torch.from_numpy(labels).to(device)
-        steps_per_epoch = math.ceil(n / batch_size)
-        total_steps = epochs * steps_per_epoch
-        start_epoch, elapsed, history = 0, 0.0, []
-
+        start_epoch, elapsed, history, state = 0, 0.0, [], None
         if resume and partial.exists():
             state = _load_partial(partial, settings)
             model.load_state_dict(state["state_dict"])
             _restore_stats_state(model, state["stats"])
+        model = model.to(device)
+        # Only now: Brevitas rebuilds its quantizers (new scale Parameters) inside
+        # load_state_dict, so an optimizer made earlier would update orphans.
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        if state is not None:
             opt.load_state_dict(state["optimizer"])
             shuffle.set_state(state["shuffle_rng"])
             torch.set_rng_state(state["torch_rng"])
             if device.startswith("cuda") and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"])
             start_epoch, elapsed, history = state["epoch"], state["elapsed"], list(state["history"])
+        if aug is not None:
+            aug = aug.to(device)
+        x_all = _to_unit_tensor(images).to(device)
+        y_all = torch.from_numpy(labels).to(device)
+        steps_per_epoch = math.ceil(n / batch_size)
+        total_steps = epochs * steps_per_epoch
 
         forward = getattr(model, "forward_log_softmax", None) or (lambda x: F.log_softmax(model(x), dim=1))
         for epoch in range(start_epoch, epochs):
             model.train()
             perm = torch.randperm(n, generator=shuffle).to(device)
             t0 = time.perf_counter()
-            seen = correct = 0
-            loss_sum = 0.0
+            seen = 0
+            # Running sums stay on the device: reading them each step would sync a GPU.
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            loss_sum = torch.zeros((), device=device)
             bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{epochs}")
             for i in bar:
                 idx = perm[i * batch_size:(i + 1) * batch_size]
@@ -271,13 +284,13 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                 loss.backward()
                 opt.step()
                 seen += len(y)
-                correct += int((logp.argmax(1) == y).sum())
-                loss_sum += float(loss.detach()) * len(y)
+                correct += (logp.argmax(1) == y).sum()
+                loss_sum += loss.detach() * len(y)
                 if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-            elapsed += time.perf_counter() - t0
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen,
-                            "train_accuracy": correct / seen})
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
+            history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
+                            "train_accuracy": int(correct) / seen})
+            elapsed += time.perf_counter() - t0  # after the reads above, which sync a GPU
             _save_partial(partial, {
                 "settings": settings, "epoch": epoch + 1, "elapsed": elapsed, "history": history,
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -294,9 +307,21 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                 device=device, threads=torch.get_num_threads(), history=history,
                 versions=_versions())
     save_checkpoint(model, card, path)
+    _check_round_trip(model, model_name, path, test_split.images[:1000], (weight_bits, act_bits, input_bits))
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
     return card
+
+
+@torch.no_grad()
+def _check_round_trip(model: nn.Module, model_name: str, path: Path, images: np.ndarray,
+                      bits: tuple[int, int, int]) -> None:
+    """The saved file must reproduce the trained model exactly, or it is not shipped quietly."""
+    x = _to_unit_tensor(images)
+    loaded, _ = load_checkpoint(model_name, path, *bits)
+    if not torch.equal(model.eval()(x), loaded(x)):
+        raise FlowError(f"checkpoint {path} does not reproduce the trained model's outputs "
+                        "(a quantizer state was not saved); please report this")
 
 
 def _progress(it: range, enabled: bool, desc: str):
@@ -352,4 +377,9 @@ def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weig
     except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatch
         raise FlowError(f"checkpoint {path} does not fit models/{model_name}.py "
                         f"(W{weight_bits}A{act_bits} input {input_bits}): {e}") from e
+    # Loading a scale ends Brevitas' statistics phase; a module still in it got no scale
+    # (possible despite strict=True when BREVITAS_IGNORE_MISSING_KEYS is set).
+    unset = [n for n, m in _runtime_stats_modules(model).items() if m.counter <= m.collect_stats_steps]
+    if unset:
+        raise FlowError(f"checkpoint {path} has no activation scale for {', '.join(unset)}")
     return model.eval(), card

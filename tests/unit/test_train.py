@@ -16,6 +16,16 @@ MODEL = "convnet"
 CARD = {"model": MODEL, "weight_bits": 4, "act_bits": 4, "input_bits": 8}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny batches gain nothing from threads, and on a busy 2-core machine OpenMP
+    oversubscription made this module 25x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def mnist_dir():
     try:
@@ -131,9 +141,9 @@ def test_short_training_reduces_loss(mnist_dir, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(mnist_dir, tmp_path, monkeypatch):
-    # 250 steps per epoch: the cut falls while Brevitas still collects activation
+    # 160 steps per epoch: the cut falls while Brevitas still collects activation
     # statistics (300 training forwards) and the resumed epoch finishes collection.
-    kw = dict(epochs=2, batch_size=8, limit=2000, augment="default", data_path=mnist_dir,
+    kw = dict(epochs=2, batch_size=8, limit=1280, augment="default", data_path=mnist_dir,
               progress=False, device="cpu")
     whole = tmp_path / "whole.pt"
     train.train(MODEL, out=whole, **kw)
@@ -157,3 +167,14 @@ def test_resume_equals_uninterrupted_run(mnist_dir, tmp_path, monkeypatch):
     a = torch.load(whole, weights_only=True)["state_dict"]
     b = torch.load(cut, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_activation_scale_is_refused_even_when_brevitas_ignores_it(tmp_path, monkeypatch):
+    import brevitas.config
+
+    monkeypatch.setattr(brevitas.config, "IGNORE_MISSING_KEYS", True)
+    state = {k: v for k, v in _qat_steps(2).state_dict().items() if "scaling_impl.value" not in k}
+    path = tmp_path / "noscale.pt"
+    torch.save({"state_dict": state, "card": dict(CARD)}, path)
+    with pytest.raises(FlowError, match="no activation scale"):
+        train.load_checkpoint(MODEL, path)
