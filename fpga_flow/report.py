@@ -98,7 +98,7 @@ def markdown(rep: dict) -> str:
               f"| float (checkpoint card) | {pct(acc['float'])} |",
               f"| quantized, Brevitas torch | {pct(acc['quantized'])} |",
               f"| HLS csim | {pct(acc['csim'])} |", "",
-              f"Checkpoint: `{rep['checkpoint']}`" + (f" (card: test accuracy {pct(card.get('test_accuracy'))} "
+              (f"Checkpoint: `{rep['checkpoint']}`" if rep["checkpoint"] else "Checkpoint: none (module given to the API)") + (f" (card: test accuracy {pct(card.get('test_accuracy'))} "
                                                      f"on 10,000 images)" if card else ""), "",
               "## Layers and exact types", "", "| layer | class | input | weight | accumulator / result | non-zero weights |",
               "|---|---|---|---|---|---:|"]
@@ -139,6 +139,8 @@ def plot(state, path: Path) -> None:
             for j in range(k):
                 if cm[i, j]:
                     axes[1].text(j, i, cm[i, j], ha="center", va="center", fontsize=7)
+        axes[1].set_xticks(range(k))
+        axes[1].set_yticks(range(k))
         axes[1].set_xlabel("csim prediction")
         axes[1].set_ylabel("label")
         axes[1].set_title(f"HLS csim confusion ({len(state.labels)} images)")
