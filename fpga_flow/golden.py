@@ -21,6 +21,12 @@ from torch import nn
 
 from .errors import FlowError
 
+try:  # qonnx runs single nodes of opset-1 graphs through onnxruntime, which warns on every call
+    import onnxruntime as _ort
+    _ort.set_default_logger_severity(3)
+except ImportError:  # pragma: no cover - onnxruntime is a dependency
+    pass
+
 
 @dataclass
 class TorchRun:

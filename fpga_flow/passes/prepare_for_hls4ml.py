@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
 from qonnx.transformation.gemm_to_matmul import GemmToMatMul
@@ -9,7 +11,9 @@ from qonnx.util.cleanup import cleanup_model
 
 
 def prepare_for_hls4ml(model: ModelWrapper) -> ModelWrapper:
-    model = cleanup_model(model)
-    model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
-    model = model.transform(GemmToMatMul())
-    return cleanup_model(model)
+    with warnings.catch_warnings():  # GemmToMatMul warns about Gemm opset versions it handles fine here
+        warnings.simplefilter("ignore")
+        model = cleanup_model(model)
+        model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+        model = model.transform(GemmToMatMul())
+        return cleanup_model(model)
