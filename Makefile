@@ -10,13 +10,15 @@ PY := $(VENV)/bin/python
 FLOW := $(PY) -m fpga_flow
 BUILD_ARGS := --model $(MODEL) -n $(N) --weight-bits $(W) --act-bits $(A) --backend $(BACKEND) $(ARGS)
 
-.PHONY: help hls csim train test bench synth models clean venv
+.PHONY: help hls csim train test bench synth models clean venv fuzz bench-accuracy
 help:
 	@echo "make hls MODEL=convnet [N=1000|all]  build the HLS project and verify it bit-exact in csim"
 	@echo "make csim MODEL=convnet N=5000       re-verify the existing project"
 	@echo "make train MODEL=convnet             quantization-aware training -> models/checkpoints/"
 	@echo "make test                            the test suite (no vendor tools needed)"
+	@echo "make fuzz N=500                      random models through the flow: exact or refused, never wrong"
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
+	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS)"
 	@echo "make models | make clean             list models | remove build/"
 	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(FLOW) hls --help"
@@ -41,8 +43,16 @@ train: venv
 test: venv
 	$(PY) -m pytest -q $(ARGS)
 
+# random small Brevitas models through the whole flow; N models (e.g. make fuzz N=500), SEED for the generator
+fuzz: venv
+	$(FLOW) fuzz -n $(N) --seed $(or $(SEED),0) --log build/fuzz-failures.jsonl $(ARGS)
+
 bench: venv
 	$(FLOW) bench $(BUILD_ARGS)
+
+# MNIST accuracy of every training recipe -> docs/bench/accuracy.md (rows already measured in build/accuracy are kept)
+bench-accuracy: venv
+	nice -n 10 $(FLOW) bench-accuracy $(ARGS)
 
 synth: venv
 	$(FLOW) synth --model $(MODEL)

@@ -8,10 +8,15 @@ kept beside it as ``build/<name>.failed/`` for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +72,11 @@ def _model(state: State, key: str) -> ModelWrapper:
     p = state.path(ARTIFACTS[key])
     if not p.is_file():
         raise FlowError(f"{p.name} is missing from {state.out_dir}: run the steps before this one first")
-    return ModelWrapper(str(p))
+    try:
+        return ModelWrapper(str(p))
+    except Exception as e:  # protobuf raises DecodeError, RuntimeWarning ... on a file that is not a model
+        raise FlowError(f"{p.name} in {state.out_dir} is not a readable ONNX model ({type(e).__name__}: {e}); "
+                        "rebuild it by running the flow from an earlier step") from e
 
 
 def step_export(state: State) -> State:
@@ -196,7 +205,8 @@ def _trace_first_mismatch(state: State, image: int) -> dict | None:
     state.log(f"tracing image {image} layer by layer to find the first divergence ...")
     with tempfile.TemporaryDirectory(prefix="fpga_flow_trace_") as tmp:
         hls = backend.trace_layers(cl, state.cfg, x1, Path(tmp))
-    div = compare.first_divergence(hls, golden.qonnx_trace(cl, x1))
+    quantized_by = {n.input[0]: n.output[0] for n in cl.graph.node if n.op_type == "Quant"}
+    div = compare.first_divergence(hls, golden.qonnx_trace(cl, x1), quantized_by)
     if div:
         div["image"] = image
     return div
@@ -228,13 +238,65 @@ def select(start: str | None, stop: str | None) -> list:
 REVERIFY_STEPS = [step_golden, step_csim_build, step_csim_run, step_compare, step_report]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove what a killed build of ``out`` left beside it: ``.<name>.tmp-<pid>-*`` staging copies and
+    ``.<name>.old-<pid>`` swap leftovers whose process is dead. A leftover ``.old`` with no ``out`` is the
+    previous good build caught mid-swap: it is put back, not removed. Entries of live processes stay."""
+    pat = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(-.*)?\Z")
+    done = []
+    for p in sorted(out.parent.glob(f".{out.name}.*-*")) if out.parent.is_dir() else []:
+        m = pat.match(p.name)
+        if not m or not p.is_dir() or p.is_symlink() or _pid_alive(int(m.group(2))):
+            continue
+        if m.group(1) == "old" and not out.exists():
+            os.replace(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    return done
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM cleans up like Ctrl-C (the staging copy is removed by the handler below)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(state: State, start: str | None = None, stop: str | None = None, steps: list | None = None) -> State:
     """Run the selected steps in a staging copy; swap it into place when all passed."""
     steps = steps or select(start, stop)
+    with _sigterm_as_interrupt():
+        return _run(state, steps)
+
+
+def _run(state: State, steps: list) -> State:
     out = state.out_dir
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        for p in remove_stale(out):
+            state.log(f"removed {p.name}, left by a build that was killed")
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as e:
         raise FlowError(f"cannot write the build directory {out}: {e.strerror or e}") from e
     try:

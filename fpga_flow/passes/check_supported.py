@@ -39,10 +39,13 @@ class CheckSupported(Transformation):
         if first is None or not any(n.op_type == "Quant" and n.input[0] == inp for n in model.graph.node):
             raise FlowError("the model's input is not quantized: start the model with a Brevitas QuantIdentity "
                             "(e.g. act_quant=Uint8ActPerTensorFixedPoint) so the hardware input is an integer")
+        for node in model.graph.node:  # unsupported ops first: they are the most useful thing to name
+            if node.op_type not in SUPPORTED_OPS:
+                raise FlowError(f"node {node.name!r} ({node.op_type}) is not supported by the hls4ml flow. "
+                                f"Supported: {listing}")
+        _check_flatten_of_image_input(model)
         for node in model.graph.node:
             where = f"node {node.name!r} ({node.op_type})"
-            if node.op_type not in SUPPORTED_OPS:
-                raise FlowError(f"{where} is not supported by the hls4ml flow. Supported: {listing}")
             if node.op_type == "Quant":
                 scale = model.get_initializer(node.input[1])
                 zeropt = model.get_initializer(node.input[2])
@@ -55,6 +58,14 @@ class CheckSupported(Transformation):
                 mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
                 if mode not in ("ROUND", "FLOOR"):
                     raise FlowError(f"{where}: rounding mode {mode} not supported (ROUND, FLOOR are)")
+                src = model.find_producer(node.input[0])
+                if src is not None and src.op_type in ("Conv", "Gemm", "MatMul", "Add"):
+                    # hls4ml fuses such a quantizer into the layer's result type, which the exact
+                    # accumulator types of backends/hls4ml_backend.derive_precisions then replace
+                    raise FlowError(f"{where} quantizes the output of {src.name!r} ({src.op_type}) directly: an "
+                                    "activation quantizer without a ReLU before it (e.g. a signed QuantIdentity "
+                                    "after a layer) is not supported yet; use QuantReLU, or end the model at "
+                                    "the layer's output")
             if node.op_type == "Conv":
                 attrs = {a.name: a for a in node.attribute}
                 if "group" in attrs and attrs["group"].i != 1:
@@ -63,9 +74,34 @@ class CheckSupported(Transformation):
                 k = attrs.get("kernel_shape")
                 if k is not None and len(k.ints) != 2:
                     raise FlowError(f"{where}: only 2-D convolutions are supported")
+            if node.op_type == "Gemm" and (len(node.input) < 3 or not node.input[2]):
+                # qonnx GemmToMatMul (hls4ml's documented preparation) indexes the bias and crashes without one
+                raise FlowError(f"{where}: a fully connected layer without bias (QuantLinear(bias=False)) is not "
+                                "supported yet; use bias=True with bias_quant=Int32Bias")
             if node.op_type == "Relu":
                 nxt = model.find_consumers(node.output[0]) or []
                 if not nxt or any(c.op_type != "Quant" for c in nxt):
                     raise FlowError(f"{where}: a ReLU must be followed by a quantizer (use QuantReLU), "
                                     "otherwise its output is a float")
         return model, False
+
+
+def _check_flatten_of_image_input(model: ModelWrapper) -> None:
+    """An image input flattened before any convolution: the channels-last pass then puts a Transpose in
+    front of the input quantizer, which the hardware input cannot express."""
+    shape = model.get_tensor_shape(model.graph.input[0].name)
+    if shape is None or len(shape) != 4:
+        return
+    tensor, seen = model.graph.input[0].name, 0
+    while seen < len(model.graph.node):
+        consumers = model.find_consumers(tensor) or []
+        if len(consumers) != 1:
+            return
+        node = consumers[0]
+        if node.op_type in ("Reshape", "Flatten"):
+            raise FlowError(f"node {node.name!r} ({node.op_type}) flattens the {'x'.join(map(str, shape[1:]))} "
+                            "image input before any convolution: not supported; give the model a flat input "
+                            "(put nn.Flatten before the input QuantIdentity and pass flattened images)")
+        if node.op_type == "Conv":
+            return
+        tensor, seen = node.output[0], seen + 1
