@@ -81,8 +81,6 @@ class ModelSpec:
                 return "without bias"
         if self.kind == "dense" and len(self.input_shape) == 3:
             return "image input"
-        if any(ly.act == "signed" for ly in self.layers):
-            return "without a ReLU"
         return None
 
     def may_be_refused(self) -> bool:
@@ -261,7 +259,6 @@ def refusal_reason(msg: str) -> str:
                         "scale not a single power of two"), ("input is not quantized", "unquantized input"),
                         ("must be followed by a quantizer", "float ReLU"), ("zero point", "non-zero zero point"),
                         ("rounding mode", "rounding mode"), ("QONNX export", "export failed"),
-                        ("quantizes the output of", "activation quantizer without a ReLU before it"),
                         ("without bias", "QuantLinear without bias"),
                         ("image input before any convolution", "image input flattened before any conv")):
         if key in msg:

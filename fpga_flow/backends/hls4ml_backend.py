@@ -28,7 +28,7 @@ from ..golden import input_quantizer
 PROJECT_DIR = "hls"
 EXACT_HEADER = "hls4ml/fpga_flow_csim_exact.h"
 PASS_THROUGH = ("Pooling1D", "Pooling2D", "Reshape", "Transpose")
-MAC_LAYERS = ("Conv1D", "Conv2D", "Dense")
+MAC_LAYERS = ("Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "Dense")
 
 
 def _fixed_of(p) -> precision.Fixed:
@@ -40,6 +40,13 @@ def _hls_fixed(f: precision.Fixed):
     from hls4ml.model.types import FixedPrecisionType
     # after conversion, types must carry the backend's C++ definition (ap_fixed)
     return APTypeConverter().convert(FixedPrecisionType(width=f.width, integer=f.integer, signed=f.signed))
+
+
+def _is_quantizer_type(p) -> bool:
+    """A type that rounds or saturates: set by a fused Quant node, not an inferred accumulator."""
+    from hls4ml.model.types import RoundingMode, SaturationMode
+    return (getattr(p, "rounding_mode", RoundingMode.TRN) != RoundingMode.TRN
+            or getattr(p, "saturation_mode", SaturationMode.WRAP) != SaturationMode.WRAP)
 
 
 def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR):
@@ -86,7 +93,12 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
             if narrow:
                 acc = precision.Fixed(acc.width - narrow, acc.integer - narrow, True)
             layer.types["accum_t"].precision = _hls_fixed(acc)
-            out_var.type.precision = _hls_fixed(acc)
+            if _is_quantizer_type(out_var.type.precision):
+                # hls4ml fused the activation quantizer that follows this layer into its result type:
+                # keep it (the cast from the exact accumulator rounds and saturates as Brevitas does)
+                row["result"] = str(out_var.type.precision)
+            else:
+                out_var.type.precision = _hls_fixed(acc)
             nz = int(np.count_nonzero(w_codes))
             row.update(input=str(x), weight=str(_fixed_of(wvar.type.precision)), accum=str(acc),
                        weights=int(w_codes.size), nonzero_weights=nz, n_out=int(w_codes.shape[-1]))

@@ -58,14 +58,6 @@ class CheckSupported(Transformation):
                 mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
                 if mode not in ("ROUND", "FLOOR"):
                     raise FlowError(f"{where}: rounding mode {mode} not supported (ROUND, FLOOR are)")
-                src = model.find_producer(node.input[0])
-                if src is not None and src.op_type in ("Conv", "Gemm", "MatMul", "Add"):
-                    # hls4ml fuses such a quantizer into the layer's result type, which the exact
-                    # accumulator types of backends/hls4ml_backend.derive_precisions then replace
-                    raise FlowError(f"{where} quantizes the output of {src.name!r} ({src.op_type}) directly: an "
-                                    "activation quantizer without a ReLU before it (e.g. a signed QuantIdentity "
-                                    "after a layer) is not supported yet; use QuantReLU, or end the model at "
-                                    "the layer's output")
             if node.op_type == "Conv":
                 attrs = {a.name: a for a in node.attribute}
                 if "group" in attrs and attrs["group"].i != 1:

@@ -96,10 +96,6 @@ def _dense(**kw) -> fuzz.ModelSpec:
     (_dense(layers=(L(2, 4, 4, None, "none"),)), "without bias"),
     # a 1x28x28 input flattened after the input quantizer: Transpose before the Quant, crash in convert
     (_dense(input_shape=(1, 28, 28), mnist=True), "flattens the 1x28x28 image input"),
-    # a signed QuantIdentity after a layer: hls4ml fused it into the result type, which derive_precisions
-    # replaced -> NOT bit-exact (and, after a second layer, a bias off its grid in convert)
-    (_dense(layers=(L(2, 5, 5, "Int16Bias", "signed"),), input_shape=(9,), input_bits=3, input_signed=True,
-            io_type="io_parallel", seed=636), "quantizes the output of"),
 ])
 def test_shrunk_counterexamples_are_refused_up_front(spec, message, tmp_path):
     with pytest.raises(FlowError, match=message) as e:
@@ -123,3 +119,24 @@ def test_io_parallel_conv_relu_ties(kernel, tmp_path, monkeypatch):
     rep = api.build(fuzz.make_module(spec, x), spec.input_shape, name="par", out_dir=tmp_path, config=cfg,
                     images=x, progress=False)
     assert rep["exact_matches"] == rep["n_images"] == 32
+
+
+@pytest.mark.csim
+@needs_gxx
+@pytest.mark.parametrize("layers,io_type", [
+    ((L(2, 5, 5, "Int16Bias", "signed"),), "io_parallel"),
+    ((L(4, 5, 5, "Int16Bias", "signed"), L(3, 4, 4, "Int32Bias", "signed"), L(2, 4, 4, "Int32Bias", "none")),
+     "io_stream"),
+])
+def test_signed_quantizer_right_after_a_layer(layers, io_type, tmp_path, monkeypatch):
+    """Found by `make fuzz` (seed 636): a signed QuantIdentity right after a layer, which hls4ml fuses into the
+    layer's result type, was overwritten by the exact accumulator type: 0/16 exact (deeper: a bias off its
+    grid in convert). Refused for a while; now the fused result type is kept and the accumulator stays exact."""
+    monkeypatch.setenv("FPGA_FLOW_CSIM_CACHE", str(tmp_path / "cache"))
+    spec = _dense(layers=layers, input_shape=(9,), input_bits=3, input_signed=True, io_type=io_type, seed=636)
+    x, _ = fuzz.inputs(spec, 32)
+    cfg = BuildConfig(model="sq", n_images=32, stock_check_images=32, io_type=io_type, device="cpu")
+    rep = api.build(fuzz.make_module(spec, x), spec.input_shape, name="sq", out_dir=tmp_path / "out", config=cfg,
+                    images=x, progress=False)
+    assert rep["exact_matches"] == rep["n_images"] == 32
+    assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
