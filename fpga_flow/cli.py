@@ -86,10 +86,28 @@ def cmd_csim(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
     from . import train
+    torch.set_num_threads(a.threads)
+    augment = None if a.augment == "none" else a.augment
+    if a.float:
+        from . import distill
+        card = distill.train_float(a.model, epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
+                                   augment=augment, progress=not a.quiet)
+        print(f"{a.model} float: test accuracy {card['test_accuracy']:.2%} in {card['train_seconds']:.0f} s")
+        return 0
+    extra = {}
+    if a.lr is not None:
+        extra["lr"] = a.lr
+    if a.prune:
+        extra.update(prune=a.prune, prune_amount=a.prune_amount, prune_scope=a.prune_scope, shrink=not a.no_shrink)
+    if a.teacher:
+        extra.update(teacher=a.teacher, kd_temperature=a.kd_temperature, kd_alpha=a.kd_alpha)
     card = train.train(a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
                        epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
-                       augment=None if a.augment == "none" else a.augment, resume=a.resume, progress=not a.quiet)
+                       augment=augment, resume=a.resume, progress=not a.quiet, init=a.init,
+                       out=a.out, **extra)
     print(f"{a.model} W{a.weight_bits}A{a.act_bits}: test accuracy {card['test_accuracy']:.2%} "
           f"in {card['train_seconds']:.0f} s")
     return 0
@@ -118,6 +136,22 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return bench.main(a)
 
 
+def cmd_bench_accuracy(a: argparse.Namespace) -> int:
+    from . import bench_accuracy
+    return bench_accuracy.main(a)
+
+
+def cmd_fuzz(a: argparse.Namespace) -> int:
+    from . import fuzz
+    outcomes, summary = fuzz.fuzz(a.n, seed=a.seed, n_images=a.images, stock_check=a.stock_check,
+                                  data_path=a.data, progress=not a.quiet, log=a.log)
+    print(summary)
+    bad = {o.status for o in outcomes} - {"exact", "refused"}
+    if bad and a.log:
+        print(f"specs and errors of the other models: {a.log}")
+    return 3 if bad & {"silently_wrong", "not_exact"} else 1 if bad else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fpga-flow", description="Quantization-aware PyTorch (Brevitas) models to "
                                 "FPGA hardware (hls4ml / Vitis HLS), proven bit-exact in C simulation.",
@@ -134,13 +168,32 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-bits", type=int, default=4)
     t.add_argument("--act-bits", type=int, default=4)
     t.add_argument("--input-bits", type=int, default=8)
-    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=20, help="epochs (default 20: the shipped recipe)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--augment", default="default", help="augmentation policy: default | none")
+    t.add_argument("--augment", default="none",
+                   help="augmentation policy: none (default: the shipped recipe) | default (small affine)")
+    t.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: float sums, hence weights, depend on the thread count; "
+                        "the shipped checkpoint was trained with 1)")
     t.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("--data", help="folder with the MNIST IDX files")
     t.add_argument("--quiet", "-q", action="store_true")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    t.add_argument("--out", help="checkpoint path (default models/checkpoints/<model>_w<W>a<A>[tag].pt)")
+    t.add_argument("--init", help="start from this checkpoint (fine-tuning, e.g. with --prune)")
+    t.add_argument("--prune", choices=("unstructured", "structured"),
+                   help="L1 weights | L2 whole output channels of every Conv/Linear (masks kept while training, "
+                        "made permanent before saving)")
+    t.add_argument("--prune-amount", type=float, default=0.2, help="fraction pruned (default 0.2)")
+    t.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
+                   help="per layer (default) or global over all layers (unstructured only)")
+    t.add_argument("--no-shrink", action="store_true", help="structured: keep zeroed channels instead of removing them")
+    t.add_argument("--teacher", help="float teacher checkpoint for knowledge distillation (see --float)")
+    t.add_argument("--kd-temperature", type=float, default=2.0)
+    t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the soft (teacher) loss (default 0.5)")
+    t.add_argument("--float", action="store_true",
+                   help="train the float seed model instead (the KD teacher) -> <model>_float.pt")
     t.set_defaults(func=cmd_train)
     b = sub.add_parser("bench", help="measure step wall times and csim/torch throughput; writes docs/bench/")
     _build_args(b, steps=False)
@@ -149,13 +202,36 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="vendor C synthesis (needs Vitis HLS); exit 2 without it")
     s.add_argument("--model", "-m", default="convnet")
     s.set_defaults(func=cmd_synth)
+    f = sub.add_parser("fuzz", help="random small Brevitas models through the whole flow: exact or refused")
+    f.add_argument("-n", type=int, default=50, help="number of random models (default 50)")
+    f.add_argument("--seed", type=int, default=0, help="random seed of the model generator (default 0)")
+    f.add_argument("--images", type=int, default=32, help="inputs verified per model (default 32)")
+    f.add_argument("--stock-check", type=int, default=4, metavar="K",
+                   help="of which K also go through hls4ml's unmodified csim (default 4)")
+    f.add_argument("--log", help="append the spec and error of every model neither exact nor refused (JSON lines)")
+    f.add_argument("--data", help="folder with the MNIST IDX files")
+    f.add_argument("--quiet", "-q", action="store_true")
+    f.set_defaults(func=cmd_fuzz)
+    ba = sub.add_parser("bench-accuracy", help="MNIST accuracy of float/W8A8/W4A4/W2A2 (+KD), pruned, augmented "
+                        "recipes; writes docs/bench/accuracy.md")
+    from .bench_accuracy import add_args as _bench_accuracy_args
+    _bench_accuracy_args(ba)
+    ba.set_defaults(func=cmd_bench_accuracy)
     m = sub.add_parser("models", help="list the models in models/")
     m.set_defaults(func=cmd_models)
     return p
 
 
+def _quiet_libraries() -> None:
+    """Warnings of the libraries we drive that say nothing to our users."""
+    import warnings
+    warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except FlowError as e:

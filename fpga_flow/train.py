@@ -194,7 +194,10 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
           lr: float = DEFAULTS["lr"], seed: int = 0, device: str | None = None,
           data_path: str | os.PathLike | None = None, augment: str | None = "default",
           limit: int | None = None, out: str | os.PathLike | None = None,
-          progress: bool = True, resume: bool = False) -> dict:
+          progress: bool = True, resume: bool = False, init: str | os.PathLike | None = None,
+          prune: str | None = None, prune_amount: float = 0.0, prune_scope: str = "layer",
+          shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None,
+          kd_temperature: float = 2.0, kd_alpha: float = 0.5) -> dict:
     """Quantization-aware training of ``models/<model_name>.py``'s quant model; returns the card.
 
     model_name      a zoo model (``models/<name>.py``).
@@ -215,13 +218,35 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     progress        tqdm bar per epoch with loss and running accuracy.
     resume          continue from ``<out>.partial`` (written after each epoch) when it
                     exists and was made with the same settings.
+    init            start from this checkpoint (same model and bits) instead of random
+                    weights: fine-tuning, e.g. after pruning.
+    prune, prune_amount, prune_scope
+                    ``'unstructured'`` (L1) or ``'structured'`` (whole output channels):
+                    see :mod:`fpga_flow.prune`. Masks are applied before the first step,
+                    kept during training and made permanent before saving.
+    shrink          after structured pruning, delete the zeroed channels (narrower
+                    layers, checked to compute the same outputs); the card records the
+                    widths so :func:`load_checkpoint` rebuilds the shape.
+    teacher, kd_temperature, kd_alpha
+                    knowledge distillation from a float teacher (a module on [0, 1]
+                    pixels, or a float checkpoint path from ``distill.train_float``);
+                    loss :func:`fpga_flow.distill.kd_loss`.
+    The default checkpoint name gains a tag for these (``_p50u``, ``_p25s``, ``_kd``) so
+    a pruned or distilled run never overwrites the plain one.
     """
+    from . import prune as pruning
     mod = zoo.load(model_name)
     device = device or default_device()
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise FlowError(f"epochs ({epochs}) and batch_size ({batch_size}) must be >= 1 and lr ({lr}) > 0")
     aug = make_augmentation(augment)
-    path = Path(out) if out is not None else zoo.checkpoint_path(model_name, weight_bits, act_bits)
+    pruning.check_args(prune, prune_amount, prune_scope)
+    tag = ""
+    if prune is not None:
+        tag += f"_p{round(prune_amount * 100)}{prune[0]}"
+    if teacher is not None:
+        tag += "_kd"
+    path = Path(out) if out is not None else zoo.checkpoint_path(model_name, weight_bits, act_bits, tag)
     partial = partial_path(path)
     train_split = data.load("train", data_path)
     test_split = data.load("test", data_path)
@@ -234,9 +259,28 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     settings = dict(model=model_name, weight_bits=weight_bits, act_bits=act_bits,
                     input_bits=input_bits, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, augment=augment, limit=limit, data_sha256=train_split.sha256)
+    # Only the options in use join the settings, so cards and resume files of plain runs are unchanged.
+    if init is not None:
+        settings["init"] = str(init)
+    if prune is not None:
+        settings.update(prune=prune, prune_amount=prune_amount, prune_scope=prune_scope, shrink=shrink)
+    teacher_module, teacher_accuracy = None, None
+    if teacher is not None:
+        from . import distill
+        distill.kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64),
+                        kd_temperature, kd_alpha)  # validates T and alpha before any work
+        teacher_module = teacher if isinstance(teacher, nn.Module) else distill.load_teacher(model_name, teacher)
+        teacher_module = teacher_module.eval()
+        teacher_accuracy = evaluate(teacher_module, test_split.images, test_split.labels)
+        settings.update(teacher=str(teacher) if not isinstance(teacher, nn.Module) else type(teacher).__name__,
+                        kd_temperature=kd_temperature, kd_alpha=kd_alpha)
 
     with _deterministic(seed):
         model = mod.quant_model(weight_bits, act_bits, input_bits)
+        if init is not None:
+            model.load_state_dict(load_checkpoint(model_name, init, weight_bits, act_bits, input_bits)[0].state_dict())
+        if prune is not None:
+            pruning.apply(model, prune, prune_amount, prune_scope)
         shuffle = torch.Generator().manual_seed(seed)
         start_epoch, elapsed, history, state = 0, 0.0, [], None
         if resume and partial.exists():
@@ -256,6 +300,8 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
             start_epoch, elapsed, history = state["epoch"], state["elapsed"], list(state["history"])
         if aug is not None:
             aug = aug.to(device)
+        if teacher_module is not None:
+            teacher_module = teacher_module.to(device)
         x_all = _to_unit_tensor(images).to(device)
         y_all = torch.from_numpy(labels).to(device)
         steps_per_epoch = math.ceil(n / batch_size)
@@ -278,8 +324,15 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     x = aug(x)
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, lr)
-                logp = forward(x)
-                loss = F.nll_loss(logp, y)
+                if teacher_module is None:
+                    logp = forward(x)
+                    loss = F.nll_loss(logp, y)
+                else:
+                    logits = model(x)
+                    logp = F.log_softmax(logits, dim=1)
+                    with torch.no_grad():
+                        t_logits = teacher_module(x)
+                    loss = distill.kd_loss(logits, t_logits, y, kd_temperature, kd_alpha)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -300,12 +353,21 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
             })
 
     model = model.to("cpu").eval()
+    extra: dict[str, Any] = {}
+    if prune is not None:
+        pruning.make_permanent(model)
+        if prune == "structured" and shrink:
+            model = pruning.shrink(model.eval(), _to_unit_tensor(test_split.images[:64])).eval()
+            extra["widths"] = pruning.widths(model)
+        extra["sparsity"] = pruning.sparsity(model)
+    if teacher_module is not None:
+        extra["teacher_accuracy"] = teacher_accuracy
     accuracy = evaluate(model, test_split.images, test_split.labels, device="cpu")
     card = dict(settings, test_accuracy=accuracy, test_images=len(test_split.images),
                 train_images=n, train_seconds=round(elapsed, 3),
                 train_samples_per_s=round(n * epochs / elapsed, 1) if elapsed > 0 else None,
                 device=device, threads=torch.get_num_threads(), history=history,
-                versions=_versions())
+                versions=_versions(), **extra)
     save_checkpoint(model, card, path)
     _check_round_trip(model, model_name, path, test_split.images[:1000], (weight_bits, act_bits, input_bits))
     with contextlib.suppress(FileNotFoundError):
@@ -372,6 +434,9 @@ def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weig
     if got != want:
         raise FlowError(f"checkpoint {path} was trained as {got}, but {want} was requested")
     model = mod.quant_model(weight_bits, act_bits, input_bits)
+    if isinstance(card, dict) and card.get("widths"):  # structured pruning shrank the layers
+        from . import prune as pruning
+        model = pruning.narrow(model, card["widths"])
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatch

@@ -49,3 +49,11 @@ def tiny_images(mnist_test):
 
 def as_np(t) -> np.ndarray:
     return getattr(t, "value", t).detach().numpy()
+
+
+def single_torch_thread():
+    """Training tests run on one thread: deterministic sums, and no oversubscription beside g++ jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

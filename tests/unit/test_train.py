@@ -10,20 +10,15 @@ import torch.nn.functional as F
 from fpga_flow import data, train, zoo
 from fpga_flow.errors import FlowError
 
+from tests.conftest import single_torch_thread  # noqa: E402
+
 pytestmark = pytest.mark.unit
 
 MODEL = "convnet"
 CARD = {"model": MODEL, "weight_bits": 4, "act_bits": 4, "input_bits": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches gain nothing from threads, and on a busy 2-core machine OpenMP
-    oversubscription made this module 25x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(autouse=True, scope="module")(single_torch_thread)
 
 
 @pytest.fixture(scope="module")
