@@ -22,8 +22,11 @@ SPEC = fuzz.ModelSpec("dense", (9,), 4, False, (L(4, 4, 4, "Int32Bias", "relu"),
 # The child builds SPEC; with a step name it pauses at that step's start (marker file written), so the
 # parent can signal it there. "csim_build" with a fresh cache is killed while g++ really runs.
 CHILD = r"""
-import json, os, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
+# a shell that starts jobs in the background (as CI may) leaves SIGINT ignored, and Python then never
+# raises KeyboardInterrupt: give the child the handler an interactive user would have
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from fpga_flow import BuildConfig, api, flow, fuzz
 out, name, pause, marker, spec = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5]
 spec = fuzz.ModelSpec.from_json(json.loads(spec))
@@ -111,7 +114,11 @@ def test_kill_during_a_step_keeps_the_good_build_and_recovers(good, step, sig, t
     _wait_for(marker.is_file, p)
     assert _leftovers(out), "the child should be building in a staging directory"
     p.send_signal(sig)
-    rc = p.wait(timeout=120)
+    try:
+        rc = p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()  # never leave a child that would finish its build later and disturb the next test
+        raise
     assert _snapshot(out / "m") == before  # the previous good build is intact
     if sig == signal.SIGKILL:
         assert rc == -signal.SIGKILL and _leftovers(out)  # what a hard kill leaves behind ...
