@@ -8,18 +8,22 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FLOW := $(PY) -m fpga_flow
-BUILD_ARGS := --model $(MODEL) -n $(N) --weight-bits $(W) --act-bits $(A) --backend $(BACKEND) $(ARGS)
+FUSE ?= 1
+BUILD_ARGS := --model $(MODEL) -n $(N) --weight-bits $(W) --act-bits $(A) --backend $(BACKEND) \
+	$(if $(filter 0 no false,$(FUSE)),--no-fuse) $(ARGS)
 
-.PHONY: help hls csim train test bench synth models clean venv fuzz bench-accuracy
+.PHONY: help hls csim train test bench synth models clean venv fuzz bench-accuracy rtl
 help:
 	@echo "make hls MODEL=convnet [N=1000|all]  build the HLS project and verify it bit-exact in csim"
+	@echo "make hls MODEL=convnet FUSE=0        the same without the fused conv+ReLU kernels (for comparison)"
 	@echo "make csim MODEL=convnet N=5000       re-verify the existing project"
 	@echo "make train MODEL=convnet             quantization-aware training -> models/checkpoints/"
 	@echo "make test                            the test suite (no vendor tools needed)"
 	@echo "make fuzz N=500                      random models through the flow: exact or refused, never wrong"
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
-	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS)"
+	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
+	@echo "make rtl MODEL=mlp_tiny [N=all]      Verilog (da4ml) == golden in Verilator, yosys LUT/FF/CARRY/DSP counts"
 	@echo "make models | make clean             list models | remove build/"
 	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(FLOW) hls --help"
 
@@ -55,7 +59,11 @@ bench-accuracy: venv
 	nice -n 10 $(FLOW) bench-accuracy $(ARGS)
 
 synth: venv
-	$(FLOW) synth --model $(MODEL)
+	$(FLOW) synth --model $(MODEL) $(ARGS)
+
+# open RTL path for dense models: Verilog, Verilator simulation (==), yosys synth_xilinx counts
+rtl: venv
+	nice -n 5 $(FLOW) rtl $(BUILD_ARGS)
 
 models: venv
 	@$(FLOW) models

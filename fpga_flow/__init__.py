@@ -10,5 +10,11 @@ def build(*args, **kwargs):
     return _build(*args, **kwargs)
 
 
-__all__ = ["BuildConfig", "FlowError", "VerificationError", "build"]
+def build_rtl(*args, **kwargs):
+    """See :func:`fpga_flow.rtl_flow.build_rtl`: Verilog of a dense model, Verilator ``==`` golden, yosys counts."""
+    from .rtl_flow import build_rtl as _build_rtl
+    return _build_rtl(*args, **kwargs)
+
+
+__all__ = ["BuildConfig", "FlowError", "VerificationError", "build", "build_rtl"]
 __version__ = "0.1.0"

@@ -16,18 +16,20 @@ from .errors import FlowError
 
 def _inputs(input_shape: tuple[int, ...], n: int, data_path: str | None, images: np.ndarray | None,
             labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Explicit inputs, else MNIST test images for 1x28x28 models, else seeded random inputs in [0, 1)."""
+    """Explicit inputs, else MNIST test images for models taking 784 values (1x28x28, or flat (784,): the images
+    reshaped) or a square grid of them average-pooled (e.g. (49,): 7x7, ``data.as_input``), else seeded random
+    inputs in [0, 1)."""
     if images is not None:
         x = np.asarray(images, dtype=np.float32)
         if x.shape[1:] != tuple(input_shape):
             raise FlowError(f"images have shape {x.shape[1:]}, the model takes {tuple(input_shape)}")
         return x[:n] if n else x, (None if labels is None else np.asarray(labels)[:n] if n else np.asarray(labels))
-    if tuple(input_shape) == (1, 28, 28):
+    if int(np.prod(input_shape)) == 28 * 28 or data.pool_factor((1, 28, 28), tuple(input_shape)):
         split = data.load("test", data_path)
         k = n or len(split.labels)
         if k > len(split.labels):
             raise FlowError(f"asked for {k} images, the test set has {len(split.labels)}")
-        return data.to_unit(split.images[:k]), split.labels[:k]
+        return data.as_input(data.to_unit(split.images[:k]), input_shape), split.labels[:k]
     rng = np.random.default_rng(0)
     return rng.random((n or 1000, *input_shape), dtype=np.float32), None
 

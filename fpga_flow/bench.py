@@ -43,6 +43,8 @@ def _hls(args: list[str], env: dict) -> tuple[float, dict]:
 
 
 def main(a) -> int:
+    if getattr(a, "fusion", False):
+        return fusion(a)
     n = a.images
     args = ["--model", a.model, "-n", str(n or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
             str(a.act_bits), "--backend", a.backend, "--io-type", a.io_type, "--stock-check", str(a.stock_check)]
@@ -100,4 +102,64 @@ def markdown(r: dict) -> str:
         lines.append(f"| {s} | " + " | ".join(f"{v.get(s, 0):.2f}" for v in r["steps_s"].values()) + " |")
     lines += ["", "| throughput, same inputs | images/s |", "|---|---:|"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in r["images_per_s"].items() if v]
+    return "\n".join(lines) + "\n"
+
+
+def _hw_input(model: str) -> np.ndarray:
+    x = np.load(REPO / "build" / model / "golden.npz")["hw_input"]
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
+
+
+def fusion(a) -> int:
+    """The same model built with and without FuseConvRelu: design size and csim speed, one core each."""
+    args = ["--model", a.model, "-n", str(a.images or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
+            str(a.act_bits), "--stock-check", "0"]
+    row = {"model": a.model, "date": time.strftime("%Y-%m-%d"),
+           "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()}}
+    for label, extra in (("unfused", ["--no-fuse"]), ("fused", [])):  # fused last: build/<model> stays the default
+        print(f"bench: {a.model} {label} ...", file=sys.stderr)
+        wall, rep = _hls(args + extra, dict(os.environ))
+        project, x = REPO / "build" / a.model / "hls", _hw_input(a.model)
+        bins = sim.build(project, rep["digest"], sim.cache_dir(), ("exact", "stock"))
+        _, t_exact = sim.run(bins["exact"], project, x, 1, progress=False)
+        k = min(len(x), 500)
+        _, t_stock = sim.run(bins["stock"], project, x[:k], 1, progress=False)
+        d = rep["hw"]["design"]
+        row[label] = {"exact_matches": rep["exact_matches"], "n_images": rep["n_images"], "wall_s": round(wall, 2),
+                      "kernel_calls": d["kernel_calls"], "internal_streams": d["internal_streams"],
+                      "stream_bits_per_image": d["stream_bits_per_image"],
+                      "fused_layers": [r["layer"] for r in rep["hw"]["layers"] if r.get("fused_from")],
+                      "csim_exact_1core_images_per_s": round(len(x) / t_exact, 1),
+                      "csim_stock_1core_images_per_s": round(k / t_stock, 1)}
+    out = REPO / "docs" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "fusion.json"
+    rows = json.loads(path.read_text()) if path.is_file() else {}
+    rows[a.model] = row
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    (out / "fusion.md").write_text(fusion_markdown(rows))
+    print(fusion_markdown({a.model: row}))
+    return 0
+
+
+def fusion_markdown(rows: dict) -> str:
+    lines = ["# Operator fusion: conv + ReLU + requantization in one kernel", "",
+             "`make bench MODEL=<name> ARGS=--fusion` builds the model with `--no-fuse` (hls4ml's Conv2D and "
+             "Activation layers) and fused (`FuseConvRelu`, our kernel `fpga_flow::conv_2d_relu_cl`; for the "
+             "ConvNet also `MoveReluBeforeMaxPool`), verifies both with `==` and measures the C simulation on one "
+             "core (our exact evaluation, and hls4ml's stock kernels). Streams: FIFOs between kernels inside the "
+             "top function; bits/image: what they carry per image. No vendor tools here, so no resource or latency "
+             "figures from synthesis.", "",
+             "| model | design | bit-exact | kernels | streams | stream bits/image | csim exact, img/s (1 core) "
+             "| csim stock, img/s (1 core) | make hls wall (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in sorted(rows.items()):
+        for label in ("unfused", "fused"):
+            v = r[label]
+            lines.append(f"| {name} | {label} | {v['exact_matches']}/{v['n_images']} | {v['kernel_calls']} | "
+                         f"{v['internal_streams']} | {v['stream_bits_per_image']:,} | "
+                         f"{v['csim_exact_1core_images_per_s']:,.0f} | {v['csim_stock_1core_images_per_s']:,.0f} | "
+                         f"{v['wall_s']:.1f} |")
+    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores ({r['date']})" for r in rows.values()})
+    lines += ["", "Measured on: " + "; ".join(machines) + "."]
     return "\n".join(lines) + "\n"

@@ -58,7 +58,8 @@ def run_row(name: str, a: argparse.Namespace, out_dir: Path) -> dict:
         model, card = train.load_checkpoint(a.model, shipped, w, act)
         test = data.load("test", a.data)
         from . import prune
-        return dict(card, test_accuracy=train.evaluate(model, test.images, test.labels),
+        acc = train.evaluate(model, test.images, test.labels, input_shape=zoo.load(a.model).INPUT_SHAPE)
+        return dict(card, test_accuracy=acc,
                     source=str(shipped.relative_to(REPO)), sparsity=prune.sparsity(model))
     kw: dict = dict(weight_bits=w, act_bits=act, epochs=a.epochs, augment=spec.get("augment"), out=out)
     if spec.get("kd"):

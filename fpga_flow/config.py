@@ -38,6 +38,7 @@ class BuildConfig:
     part: str = "xc7z020clg400-1"
     clock_ns: float = 10.0
     reuse_factor: int = 1
+    fuse: bool = True  # conv + ReLU + requantization in one kernel (FuseConvRelu); False: hls4ml's layers
     project_name: str = "myproject"
     n_images: int = 1000  # 0 = the whole test set
     stock_check_images: int = 100  # images also run through hls4ml's unmodified csim
@@ -73,7 +74,7 @@ class BuildConfig:
     def hardware_fields(self) -> dict:
         """The fields that shape the generated project (the digest's inputs)."""
         keep = ("weight_bits", "act_bits", "input_bits", "backend", "io_type", "part", "clock_ns",
-                "reuse_factor", "project_name")
+                "reuse_factor", "fuse", "project_name")
         return {k: getattr(self, k) for k in keep}
 
     def replace(self, **changes) -> "BuildConfig":

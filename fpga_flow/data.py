@@ -131,6 +131,48 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / 255.0)[:, None]
 
 
+def as_input(x, input_shape: tuple[int, ...]):
+    """Images (N, 1, H, W) (numpy or torch) reshaped to a model's ``INPUT_SHAPE`` with the same number of
+    elements per sample, e.g. (784,) for a fully connected MNIST model; unchanged when the shapes agree.
+    A model taking a square grid k times smaller (e.g. (49,) or (1, 7, 7) for 28x28 images) gets the images
+    average-pooled k x k (``avg_pool``, see ``pool_factor``)."""
+    shape = tuple(int(s) for s in input_shape)
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+        k = pool_factor(tuple(x.shape[1:]), shape)
+        if k is None:
+            raise FlowError(f"images of shape {tuple(x.shape[1:])} cannot feed a model taking {shape}")
+        x = avg_pool(x, k)
+    return x.reshape(x.shape[0], *shape)
+
+
+def pool_factor(image_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> int | None:
+    """k > 1 when ``input_shape`` is a (1, H, W) image average-pooled k x k: (1, H/k, W/k) or (H/k * W/k,),
+    square images only (so a flat size names one grid); else None."""
+    if len(image_shape) != 3 or image_shape[0] != 1 or image_shape[1] != image_shape[2]:
+        return None
+    n = int(np.prod(input_shape))
+    side = int(round(n ** 0.5))
+    if side * side != n or side < 1 or image_shape[1] % side or side == image_shape[1]:
+        return None
+    if tuple(input_shape) not in ((n,), (1, side, side)):
+        return None
+    return image_shape[1] // side
+
+
+def avg_pool(x, k: int):
+    """k x k average pooling of (N, C, H, W) images (numpy or torch), the same float32 values either way: the
+    k*k values are summed in float64 (exact for float32 inputs in [0, 1]), divided by k*k and rounded once."""
+    n, c, h, w = x.shape
+    if hasattr(x, "numpy"):  # torch
+        import torch
+        s = x.to(torch.float64).reshape(n, c, h // k, k, w // k, k).sum(dim=(3, 5))
+        return (s / (k * k)).to(x.dtype)
+    s = np.asarray(x, dtype=np.float64).reshape(n, c, h // k, k, w // k, k).sum(axis=(3, 5))
+    return (s / (k * k)).astype(np.asarray(x).dtype)
+
+
 def to_normalized(images: np.ndarray) -> np.ndarray:
     """The seed's input for the float model: (x/255 - mean) / std."""
     return (to_unit(images) - MEAN) / STD

@@ -93,6 +93,7 @@ def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int =
                 x, y = x_all[idx], y_all[idx]
                 if aug is not None:
                     x = aug(x)
+                x = data.as_input(x, mod.INPUT_SHAPE)
                 for g in opt.param_groups:
                     g["lr"] = qat._lr_at(epoch * steps + i, epochs * steps, lr)
                 loss = F.nll_loss(model(x), y)  # the seed model ends in log_softmax
@@ -103,7 +104,7 @@ def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int =
             history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / n})
             elapsed += time.perf_counter() - t0
     model = model.to("cpu").eval()
-    acc = qat.evaluate(model, te.images, te.labels)
+    acc = qat.evaluate(model, te.images, te.labels, input_shape=mod.INPUT_SHAPE)
     card = dict(model=model_name, kind="float", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                 augment=augment, limit=limit, data_sha256=tr.sha256, test_accuracy=acc,
                 test_images=len(te.images), train_images=n, train_seconds=round(elapsed, 3), device=device,

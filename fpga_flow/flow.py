@@ -25,7 +25,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from torch import nn
 
-from . import backends, compare, golden, passes, sim
+from . import backends, compare, golden, log_softmax, passes, sim
 from .codegen import BuildPlan, replace_dir
 from .config import BuildConfig
 from .errors import FlowError, VerificationError
@@ -56,6 +56,7 @@ class State:
     progress: bool = True
     report: dict | None = None
     plan: BuildPlan | None = None
+    log_softmax: dict | None = None  # a design ending in LogSoftmax: its bound, errors and argmax checks
 
     def path(self, rel: str) -> Path:
         return self.work / rel
@@ -87,6 +88,8 @@ def step_export(state: State) -> State:
 def step_clean(state: State) -> State:
     from qonnx.util.cleanup import cleanup_model
     m = cleanup_model(_model(state, "export"))
+    if state.cfg.fuse:  # exact (order-only) swap that lets the convolution's kernel take the ReLU
+        m = cleanup_model(m.transform(passes.MoveReluBeforeMaxPool()))
     m.save(str(state.path(ARTIFACTS["clean"])))
     return state
 
@@ -104,20 +107,27 @@ def step_channels_last(state: State) -> State:
 def step_golden(state: State) -> State:
     """Brevitas (CPU, CUDA) == QONNX (NCHW, batched) == QONNX channels-last (a sample), or stop."""
     clean = _model(state, "clean")
+    # a graph ending in LogSoftmax: every reference below is the logits (exact); the LogSoftmax's golden is
+    # fpga_flow.log_softmax applied to them, in step_compare
+    ends_in_ls = golden.final_log_softmax(clean) is not None
     for dev in golden.reference_devices(state.cfg.device):
-        run = golden.torch_reference(state.module, state.x, dev)
+        run = golden.torch_reference(state.module, state.x, dev, logits=ends_in_ls)
         state.ref[f"torch_{dev}"] = run.output
+        if run.final is not None:
+            state.ref[f"log_softmax_torch_{dev}"] = run.final
         state.ref_speed[dev] = len(state.x) / run.seconds if run.seconds else float("inf")
     t0 = time.perf_counter()
-    state.ref["qonnx"] = golden.qonnx_reference(clean, state.x)
+    state.ref["qonnx"] = golden.qonnx_reference(golden.logits_graph(clean), state.x)
     state.ref_speed["qonnx"] = len(state.x) / (time.perf_counter() - t0)
     state.ref["hw_input"] = golden.quantize_input(clean, state.x)
     k = min(len(state.x), 16)
     cl = _model(state, "channels_last")
-    state.ref["qonnx_channels_last"] = golden.qonnx_per_image(cl, _channels_last(state.ref["hw_input"][:k]))
-    checks = [compare.exact(f"Brevitas torch ({dev}) vs QONNX", state.ref[f"torch_{dev}"], state.ref["qonnx"])
+    state.ref["qonnx_channels_last"] = golden.qonnx_per_image(golden.logits_graph(cl),
+                                                              _channels_last(state.ref["hw_input"][:k]))
+    what = " (logits)" if ends_in_ls else ""
+    checks = [compare.exact(f"Brevitas torch ({dev}) vs QONNX{what}", state.ref[f"torch_{dev}"], state.ref["qonnx"])
               for dev in golden.reference_devices(state.cfg.device)]
-    checks.append(compare.exact("QONNX channels-last vs QONNX", state.ref["qonnx_channels_last"],
+    checks.append(compare.exact(f"QONNX channels-last vs QONNX{what}", state.ref["qonnx_channels_last"],
                                 state.ref["qonnx"][:k]))
     state.comparisons += checks
     np.savez_compressed(state.path("golden.npz"), **state.ref)
@@ -183,9 +193,17 @@ def step_csim_run(state: State) -> State:
 
 
 def step_compare(state: State) -> State:
-    want = state.ref["qonnx"]
-    main = compare.exact("HLS csim vs QONNX golden", state.ref["csim"], want)
+    want, name = state.ref["qonnx"], "HLS csim vs QONNX golden"
+    spec = log_softmax.spec_from_info(_info(state))
+    if spec is not None:  # the golden of the hardware's LogSoftmax: its integer model on the exact logits
+        want = state.ref["golden_log_softmax"] = log_softmax.forward(spec, state.ref["qonnx"])
+        name = "HLS csim vs QONNX golden logits -> LogSoftmax model"
+    main = compare.exact(name, state.ref["csim"], want)
     state.comparisons.append(main)
+    if spec is not None:
+        state.log_softmax = log_softmax.check(spec, state.ref["csim"], state.ref["qonnx"],
+                                              state.ref.get("log_softmax_torch_cpu"))
+        state.comparisons += log_softmax.failed_checks(state.log_softmax)
     if "csim_stock" in state.ref:
         k = len(state.ref["csim_stock"])
         state.comparisons.append(compare.exact("hls4ml stock csim vs fpga_flow exact csim",
@@ -206,7 +224,11 @@ def _trace_first_mismatch(state: State, image: int) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="fpga_flow_trace_") as tmp:
         hls = backend.trace_layers(cl, state.cfg, x1, Path(tmp))
     quantized_by = {n.input[0]: n.output[0] for n in cl.graph.node if n.op_type == "Quant"}
-    div = compare.first_divergence(hls, golden.qonnx_trace(cl, x1), quantized_by)
+    want = golden.qonnx_trace(cl, x1)
+    ls_node, spec = golden.final_log_softmax(cl), log_softmax.spec_from_info(_info(state))
+    if ls_node is not None and spec is not None:  # its golden is our integer model, not onnxruntime's float
+        want[ls_node.output[0]] = log_softmax.forward(spec, want[ls_node.input[0]])
+    div = compare.first_divergence(hls, want, quantized_by)
     if div:
         div["image"] = image
     return div

@@ -69,9 +69,7 @@ class ModelSpec:
 
     def expected_refusal(self) -> str | None:
         """What the flow must refuse in this spec (None: it must verify exactly)."""
-        for ly in self.layers:
-            if ly.depthwise:
-                return "depthwise"
+        for ly in self.layers:  # a depthwise conv (groups=channels, multiplier 1) is supported: it must verify
             if ly.batchnorm:
                 return "BatchNormalization"
             if ly.pool == "avg":
@@ -222,7 +220,7 @@ def inputs(spec: ModelSpec, n: int, data_path: str | None = None) -> tuple[np.nd
             split = data.load("test", data_path)
             start = spec.seed % (len(split.labels) - n)
             x = data.to_unit(split.images[start:start + n])
-            return x.reshape(len(x), *spec.input_shape), split.labels[start:start + n]
+            return data.as_input(x, spec.input_shape), split.labels[start:start + n]
         except FlowError:
             pass
     rng = np.random.default_rng(spec.seed)
@@ -242,6 +240,7 @@ class Outcome:
     seconds: float = 0.0
     spec: dict = field(default_factory=dict)
     message: str = ""
+    fused: int = 0  # conv + ReLU pairs built as one fused kernel (FuseConvRelu)
 
 
 def _failing_step(e: BaseException) -> str | None:
@@ -255,7 +254,7 @@ def refusal_reason(msg: str) -> str:
     m = re.search(r"\((\w+)\) is not supported", msg)
     if m:
         return f"unsupported op {m.group(1)}"
-    for key, reason in (("grouped/depthwise", "grouped/depthwise conv"), ("not a single power of two",
+    for key, reason in (("grouped convolution", "grouped (non-depthwise) conv"), ("not a single power of two",
                         "scale not a single power of two"), ("input is not quantized", "unquantized input"),
                         ("must be followed by a quantizer", "float ReLU"), ("zero point", "non-zero zero point"),
                         ("rounding mode", "rounding mode"), ("QONNX export", "export failed"),
@@ -286,6 +285,7 @@ def run_one(spec: ModelSpec, out_dir: Path, name: str, n_images: int = 16, stock
         want = golden.torch_reference(module, x).output
         got = np.load(out_dir / name / "csim.npz")["csim"]
         same = (np.asarray(got, np.float64).reshape(len(x), -1) == np.asarray(want, np.float64).reshape(len(x), -1))
+        out.fused = sum(1 for r in rep["hw"]["layers"] or [] if r.get("fused_from"))
         if same.all() and rep["exact_matches"] == rep["n_images"] == len(x):
             out.status = "exact"
         else:
@@ -313,6 +313,8 @@ def summarize(outcomes: list[Outcome], seconds: float) -> str:
     counts = Counter(o.status for o in outcomes)
     lines = [f"models tried: {len(outcomes)} in {seconds:.0f} s",
              f"verified exact: {counts['exact']}",
+             f"    of which with fused conv+ReLU kernels: {sum(1 for o in outcomes if o.status == 'exact' and o.fused)} "
+             f"({sum(o.fused for o in outcomes if o.status == 'exact')} kernels)",
              f"refused before conversion: {counts['refused']}"]
     for reason, n in Counter(o.reason for o in outcomes if o.status == "refused").most_common():
         lines.append(f"    {n:5d}  {reason}")

@@ -7,17 +7,20 @@ export or pass bug and stops the flow.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.custom_op.general.quant import quant
 from qonnx.transformation.change_batchsize import ChangeBatchSize
 from qonnx.util.cleanup import cleanup_model
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import FlowError
 
@@ -33,12 +36,52 @@ class TorchRun:
     output: np.ndarray
     device: str
     seconds: float
+    final: np.ndarray | None = None  # with logits=True: the module's own (float32 log_softmax) output
 
 
-def torch_reference(module: nn.Module, x: np.ndarray, device: str = "cpu", batch: int = 1000) -> TorchRun:
-    """Run the Brevitas module (eval mode) on ``device``; returns float32 outputs."""
+_LOG_SOFTMAX_FUNCS = (F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax, torch.special.log_softmax)
+
+
+class _LastLogSoftmaxInput(TorchFunctionMode):
+    """Records the input of the last log_softmax a forward calls (functional, method or nn.LogSoftmax)."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _LOG_SOFTMAX_FUNCS:
+            self.last = (args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
+        return func(*args, **kwargs)
+
+
+def _forward_logits(module: nn.Module, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, output) of a module whose output is log_softmax(logits), checked: anything after the
+    log_softmax would make the captured tensor something other than what the graph's LogSoftmax reads."""
+    with _LastLogSoftmaxInput() as mode:
+        y = module(xb)
+    y = getattr(y, "value", y)
+    if mode.last is None:
+        raise FlowError(f"{type(module).__name__}'s exported graph ends with LogSoftmax, but its forward "
+                        "calls no log_softmax")
+    logits, dim = mode.last
+    logits = getattr(logits, "value", logits)
+    if not torch.equal(F.log_softmax(logits, dim=dim if dim is not None else -1), y):
+        raise FlowError(f"{type(module).__name__}'s output is not log_softmax of the tensor its last "
+                        "log_softmax call received: only a final log_softmax is supported")
+    return logits, y
+
+
+def torch_reference(module: nn.Module, x: np.ndarray, device: str = "cpu", batch: int = 1000,
+                    logits: bool = False) -> TorchRun:
+    """Run the Brevitas module (eval mode) on ``device``; returns float32 outputs.
+
+    ``logits=True`` (a module ending in log_softmax): ``output`` is the input of that final log_softmax,
+    the exact logits, and ``final`` the module's own output.
+    """
     module = module.eval().to(device)
-    outs = []
+    outs, finals = [], []
     with torch.no_grad():  # warm-up: first-call allocations are not the model's speed
         module(torch.from_numpy(x[:min(len(x), batch)]).to(device))
     if device == "cuda":
@@ -46,14 +89,19 @@ def torch_reference(module: nn.Module, x: np.ndarray, device: str = "cpu", batch
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            y = module(torch.from_numpy(x[i:i + batch]).to(device))
+            xb = torch.from_numpy(x[i:i + batch]).to(device)
+            if logits:
+                y, f = _forward_logits(module, xb)
+                finals.append(f.float().cpu().numpy())
+            else:
+                y = module(xb)
             y = getattr(y, "value", y)  # QuantTensor -> Tensor
             outs.append(y.float().cpu().numpy())
     if device == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     module.cpu()
-    return TorchRun(np.concatenate(outs), device, dt)
+    return TorchRun(np.concatenate(outs), device, dt, np.concatenate(finals) if logits else None)
 
 
 def reference_devices(requested: str = "auto") -> list[str]:
@@ -67,6 +115,33 @@ def reference_devices(requested: str = "auto") -> list[str]:
 
 def _io(model: ModelWrapper) -> tuple[str, str]:
     return model.graph.input[0].name, model.graph.output[0].name
+
+
+def final_log_softmax(model: ModelWrapper):
+    """The LogSoftmax node that produces the graph's output, or None (a model ending at its logits)."""
+    _, oname = _io(model)
+    node = model.find_producer(oname)
+    return node if node is not None and node.op_type == "LogSoftmax" else None
+
+
+def logits_graph(model: ModelWrapper) -> ModelWrapper:
+    """The graph without its final LogSoftmax (its output is then the logits); unchanged if there is none.
+
+    The golden of the logits is exact; the final LogSoftmax's golden is ``fpga_flow.log_softmax`` applied
+    to them (onnxruntime's float LogSoftmax is not the hardware's arithmetic).
+    """
+    node = final_log_softmax(model)
+    if node is None:
+        return model
+    m = ModelWrapper(copy.deepcopy(model.model))
+    logits, out = node.input[0], node.output[0]
+    m.graph.node.remove(next(n for n in m.graph.node if n.output[0] == out))
+    for n in m.graph.node:  # the logits tensor takes the graph output's name (cleanup keeps that name)
+        n.output[:] = [out if t == logits else t for t in n.output]
+        n.input[:] = [out if t == logits else t for t in n.input]
+    for vi in [v for v in m.graph.value_info if v.name == logits]:
+        m.graph.value_info.remove(vi)  # declared as the graph output (same shape and type)
+    return m
 
 
 def qonnx_reference(model: ModelWrapper, x: np.ndarray, chunk: int = 1000) -> np.ndarray:

@@ -124,7 +124,7 @@ def _forward_with_flatten_width(base: type) -> type:
     need = ("inp", "conv1", "relu1", "conv2", "conv2_drop", "relu2", "fc1", "relu3", "drop", "fc2")
 
     class Shrunk(base):  # type: ignore[misc, valid-type]
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def logits(self, x: torch.Tensor) -> torch.Tensor:
             x = self.inp(x)
             x = self.relu1(F.max_pool2d(self.conv1(x), 2))
             x = self.relu2(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
@@ -132,6 +132,9 @@ def _forward_with_flatten_width(base: type) -> type:
             x = self.relu3(self.fc1(x))
             x = self.drop(x)
             return self.fc2(x)
+
+    if not hasattr(base, "logits"):  # a base whose forward ends at fc2; otherwise its forward follows logits
+        Shrunk.forward = Shrunk.logits
 
     Shrunk.__name__ = Shrunk.__qualname__ = "Shrunk" + base.__name__
     Shrunk._needs = need

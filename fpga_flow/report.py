@@ -8,9 +8,27 @@ from pathlib import Path
 
 import numpy as np
 
+from . import estimate, rtl_flow, synth
+
 LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). The seed model's last op, "
                "log_softmax, is monotonic, so the predicted class is the same; accuracies below are argmax "
                "of the logits.")
+
+
+def _output(info: dict, ls: dict | None) -> dict:
+    if not ls:
+        return {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
+                "note": LOGITS_NOTE}
+    n = ls["n_images"]
+    note = (f"The generated hardware ends with log_softmax (fixed-point kernel of our own, output type "
+            f"{ls['output_type']}). Its output equals the integer model fpga_flow/log_softmax.py applied to the "
+            f"exact golden logits (`==`); vs float64 torch.log_softmax of those logits the stated bound is "
+            f"{ls['bound']:.6g}, the measured max error {ls['max_abs_error_vs_float64']:.6g} "
+            f"({ls['images_within_bound']}/{n} images within the bound); argmax equals the logits' argmax on "
+            f"{ls['argmax_agreement']}/{n} images ({ls['argmax_ties_in_logits']} with tied maximum logits, "
+            f"counted by first index, which the kernel preserves).")
+    return {"kind": "log_softmax", "type": ls["output_type"], "frac_bits": info.get("output_frac_bits"),
+            "bound": ls["bound"], "max_abs_error": ls["max_abs_error_vs_float64"], "note": note}
 
 
 def _acc(out: np.ndarray | None, labels: np.ndarray | None) -> float | None:
@@ -48,10 +66,13 @@ def build_json(state) -> dict:
         "csim_samples_per_s": n / state.csim_seconds if state.csim_seconds else None,
         "torch_samples_per_s": state.ref_speed.get("cpu"),
         "torch_cuda_samples_per_s": state.ref_speed.get("cuda"),
-        "output": {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
-                   "note": LOGITS_NOTE},
+        "output": _output(info, getattr(state, "log_softmax", None)),
+        "log_softmax": getattr(state, "log_softmax", None),
         "hw": {"layers": info.get("layers"), "input_type": info.get("input_type"), "part": cfg.part,
-               "clock_ns": cfg.clock_ns, "io_type": cfg.io_type},
+               "clock_ns": cfg.clock_ns, "io_type": cfg.io_type, "fuse": cfg.fuse, "design": info.get("design"),
+               "estimate": estimate.from_plan_info(info, cfg.clock_ns, cfg.io_type, cfg.part),
+               "vendor": synth.load_vendor(state.work, info.get("digest")),  # kept from `make synth` of this project
+               "rtl": rtl_flow.load_rtl(state.out_dir.parent, state.name, state.path("10_clean.onnx"))},  # from `make rtl` (build/<name>_rtl/)
         "project_dir": str(Path("build") / state.name / "hls") if _in_repo(state.out_dir) else str(state.out_dir / "hls"),
         "digest": info.get("digest"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -69,6 +90,9 @@ def _in_repo(p: Path) -> bool:
 def summary(rep: dict) -> str:
     acc = rep["accuracy"]
     refs = " == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX", "HLS csim"])
+    if rep.get("log_softmax"):
+        refs = (" == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX"])
+                + " logits; HLS csim == their LogSoftmax model")
     verdict = "bit-exact" if rep["mismatches"] == 0 else "NOT bit-exact"
     s = f"{rep['model']}: {rep['exact_matches']}/{rep['n_images']} images {verdict} ({refs})"
     if acc["quantized"] is not None:
@@ -92,6 +116,8 @@ def markdown(rep: dict) -> str:
         lines += ["", f"**First divergence** (image {d['image']}): layer `{d['layer']}` (tensor `{d['tensor']}`), "
                       f"{d['n_differ']} of {d['size']} values differ; first at {d['first_index']}: "
                       f"hls {d['hls']} vs golden {d['golden']}."]
+    if rep.get("log_softmax"):
+        lines += _log_softmax_md(rep["log_softmax"])
     card = rep.get("checkpoint_card") or {}
     lines += ["", "## Accuracy (MNIST test images used here)", "",
               "| model | accuracy |", "|---|---:|",
@@ -106,6 +132,15 @@ def markdown(rep: dict) -> str:
         nz = f"{r['nonzero_weights']}/{r['weights']}" if "weights" in r else ""
         lines.append(f"| {r['layer']} | {r['class']} | {r.get('input', '')} | {r.get('weight', '')} | "
                      f"{r.get('accum', r.get('result', ''))} | {nz} |")
+    d = rep["hw"].get("design")
+    if d:
+        fused = [r for r in rep["hw"]["layers"] or [] if r.get("fused_from")]
+        lines += ["", f"Top level: {d['kernel_calls']} kernel calls, {d['internal_streams']} internal streams carrying "
+                      f"{d['stream_bits_per_image']:,} bits per image. "
+                      + (f"Fused (conv + ReLU + requantization in one kernel): "
+                         + ", ".join(f"`{r['layer']}` <- {' + '.join(r['fused_from'])}" for r in fused) + "."
+                         if fused else ("No layers fused" + ("" if rep["hw"].get("fuse") else " (`--no-fuse`)") + "."))]
+    lines += estimate.markdown(rep["hw"]) + synth.markdown(rep["hw"])  # hardware cost: estimate, vendor
     lines += ["", "## Speed", "",
               f"- HLS csim: {rate(rep['csim_samples_per_s'])} (exact integer evaluation, parallel workers)",
               f"- Brevitas torch CPU: {rate(rep['torch_samples_per_s'])}"]
@@ -118,6 +153,27 @@ def markdown(rep: dict) -> str:
               "- synthesize: `make synth MODEL=" + rep["model"] + "` (needs Vitis HLS), or `vitis_hls -f build_prj.tcl` "
               "in the project directory", ""]
     return "\n".join(lines)
+
+
+def _log_softmax_md(ls: dict) -> list[str]:
+    k, n = ls["kernel"], ls["n_images"]
+    terms = ", ".join(f"{name} {v:.3g}" for name, v in ls["bound_terms"].items())
+    lines = ["", "## LogSoftmax on chip (vs float `torch.log_softmax`: stated bound, not `==`)", "",
+             f"Kernel: input {k['input_type']} (the logits' exact type), output **{ls['output_type']}**; exp table "
+             f"{k['exp_table']['entries']} x {k['exp_table']['width']} bits (2^-{k['exp_table']['frac_bits']}), "
+             f"log table {k['log_table']['entries']} x {k['log_table']['width']} bits "
+             f"(2^-{k['log_table']['frac_bits']}), sum {k['sum_width']} bits.", "",
+             "| figure | value |", "|---|---:|",
+             f"| stated bound, \|csim - float64 torch.log_softmax(logits)\| | {ls['bound']:.6g} ({terms}) |",
+             f"| measured max error vs float64 | {ls['max_abs_error_vs_float64']:.6g} |",
+             f"| images within the bound | {ls['images_within_bound']}/{n} |"]
+    if "max_abs_error_vs_brevitas_float32" in ls:
+        lines += [f"| measured max error vs Brevitas' float32 output (bound + {ls['float32_slack']:.3g} for float32 "
+                  f"rounding) | {ls['max_abs_error_vs_brevitas_float32']:.6g} |",
+                  f"| images within that | {ls['images_within_bound_float32']}/{n} |"]
+    lines += [f"| argmax csim == argmax logits | {ls['argmax_agreement']}/{n} |",
+              f"| images with tied maximum logits (argmax = first index) | {ls['argmax_ties_in_logits']} |"]
+    return lines
 
 
 def plot(state, path: Path) -> None:

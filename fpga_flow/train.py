@@ -156,21 +156,24 @@ def _save_partial(path: Path, payload: dict) -> None:
     _atomic_write(path, lambda p: torch.save(payload, p))
 
 
-def _to_unit_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(data.to_unit(images))
+def _to_unit_tensor(images: np.ndarray, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """uint8 images -> [0, 1] tensor (N, 1, H, W), or reshaped to a model's ``input_shape`` (``data.as_input``)."""
+    x = torch.from_numpy(data.to_unit(images))
+    return x if input_shape is None else data.as_input(x, input_shape)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images_uint8: np.ndarray, labels: np.ndarray,
-             device: str = "cpu", batch: int = 1000) -> float:
-    """Top-1 accuracy (fraction) of ``model`` in eval mode; the model's mode is restored."""
+             device: str = "cpu", batch: int = 1000, input_shape: tuple[int, ...] | None = None) -> float:
+    """Top-1 accuracy (fraction) of ``model`` in eval mode; the model's mode is restored.
+    ``input_shape``: the model's ``INPUT_SHAPE`` when it is not the image's (e.g. (784,))."""
     was_training = model.training
     model.eval()
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     correct = 0
     try:
         for i in range(0, len(images_uint8), batch):
-            x = _to_unit_tensor(images_uint8[i:i + batch]).to(device)
+            x = _to_unit_tensor(images_uint8[i:i + batch], input_shape).to(device)
             pred = model(x).argmax(dim=1).cpu()
             correct += int((pred == labels_t[i:i + batch]).sum())
     finally:
@@ -271,7 +274,8 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                         kd_temperature, kd_alpha)  # validates T and alpha before any work
         teacher_module = teacher if isinstance(teacher, nn.Module) else distill.load_teacher(model_name, teacher)
         teacher_module = teacher_module.eval()
-        teacher_accuracy = evaluate(teacher_module, test_split.images, test_split.labels)
+        teacher_accuracy = evaluate(teacher_module, test_split.images, test_split.labels,
+                                    input_shape=mod.INPUT_SHAPE)
         settings.update(teacher=str(teacher) if not isinstance(teacher, nn.Module) else type(teacher).__name__,
                         kd_temperature=kd_temperature, kd_alpha=kd_alpha)
 
@@ -322,13 +326,14 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                 x, y = x_all[idx], y_all[idx]
                 if aug is not None:
                     x = aug(x)
+                x = data.as_input(x, mod.INPUT_SHAPE)  # after the (image) augmentation
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, lr)
                 if teacher_module is None:
                     logp = forward(x)
                     loss = F.nll_loss(logp, y)
                 else:
-                    logits = model(x)
+                    logits = model.logits(x) if hasattr(model, "logits") else model(x)  # forward may end in log_softmax
                     logp = F.log_softmax(logits, dim=1)
                     with torch.no_grad():
                         t_logits = teacher_module(x)
@@ -357,12 +362,12 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     if prune is not None:
         pruning.make_permanent(model)
         if prune == "structured" and shrink:
-            model = pruning.shrink(model.eval(), _to_unit_tensor(test_split.images[:64])).eval()
+            model = pruning.shrink(model.eval(), _to_unit_tensor(test_split.images[:64], mod.INPUT_SHAPE)).eval()
             extra["widths"] = pruning.widths(model)
         extra["sparsity"] = pruning.sparsity(model)
     if teacher_module is not None:
         extra["teacher_accuracy"] = teacher_accuracy
-    accuracy = evaluate(model, test_split.images, test_split.labels, device="cpu")
+    accuracy = evaluate(model, test_split.images, test_split.labels, device="cpu", input_shape=mod.INPUT_SHAPE)
     card = dict(settings, test_accuracy=accuracy, test_images=len(test_split.images),
                 train_images=n, train_seconds=round(elapsed, 3),
                 train_samples_per_s=round(n * epochs / elapsed, 1) if elapsed > 0 else None,
@@ -379,7 +384,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
 def _check_round_trip(model: nn.Module, model_name: str, path: Path, images: np.ndarray,
                       bits: tuple[int, int, int]) -> None:
     """The saved file must reproduce the trained model exactly, or it is not shipped quietly."""
-    x = _to_unit_tensor(images)
+    x = _to_unit_tensor(images, zoo.load(model_name).INPUT_SHAPE)
     loaded, _ = load_checkpoint(model_name, path, *bits)
     if not torch.equal(model.eval()(x), loaded(x)):
         raise FlowError(f"checkpoint {path} does not reproduce the trained model's outputs "

@@ -41,11 +41,13 @@ class ConvNet(nn.Module):
 
 
 class QuantConvNet(nn.Module):
-    """Brevitas twin of :class:`ConvNet` with the same topology.
+    """Brevitas twin of :class:`ConvNet` with the same topology, log_softmax included.
 
-    ``forward`` returns the logits (fc2's integer accumulator times its scale):
-    that is what the hardware computes; ``log_softmax`` is monotonic, so the
-    class is the same. ``forward_log_softmax`` gives the seed's output.
+    ``logits`` returns fc2's output (its integer accumulator times its scale);
+    ``forward`` (= ``forward_log_softmax``) applies the seed's ``log_softmax`` to it.
+    The exported graph ends with that LogSoftmax, which the hardware computes in
+    fixed point (``fpga_flow/log_softmax.py``); the logits are verified with ``==``.
+    log_softmax has no parameters, so the state_dict is the same as without it.
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 8) -> None:
@@ -73,7 +75,7 @@ class QuantConvNet(nn.Module):
         self.drop = nn.Dropout()
         self.fc2 = qnn.QuantLinear(50, 10, **wq)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inp(x)
         x = self.relu1(F.max_pool2d(self.conv1(x), 2))
         x = self.relu2(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
@@ -82,8 +84,11 @@ class QuantConvNet(nn.Module):
         x = self.drop(x)
         return self.fc2(x)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.logits(x), dim=1)
+
     def forward_log_softmax(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.forward(x), dim=1)
+        return self.forward(x)
 
 
 def float_model() -> nn.Module:

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import hashlib
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -19,16 +20,19 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from .. import precision
+from .. import estimate, precision
 from ..codegen import TEMPLATES, BuildPlan, render
 from ..config import BuildConfig
 from ..errors import FlowError
 from ..golden import input_quantizer
+from ..passes import fuse_conv_relu
+from . import hls4ml_ext
 
 PROJECT_DIR = "hls"
 EXACT_HEADER = "hls4ml/fpga_flow_csim_exact.h"
 PASS_THROUGH = ("Pooling1D", "Pooling2D", "Reshape", "Transpose")
-MAC_LAYERS = ("Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "Dense")
+MAC_LAYERS = ("Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "Dense", fuse_conv_relu.LAYER,
+              "DepthwiseConv1D", "DepthwiseConv2D")
 
 
 def _fixed_of(p) -> precision.Fixed:
@@ -52,6 +56,7 @@ def _is_quantizer_type(p) -> bool:
 def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR):
     """Convert and set exact precisions; returns (hls4ml ModelGraph, per-layer info)."""
     import hls4ml
+    hls4ml_ext.register()  # our layers (LogSoftmax) through hls4ml's extension API, before parsing
     with _quiet():
         hlscfg = hls4ml.utils.config.config_from_onnx_model(
             model, granularity="name", backend="Vitis", default_reuse_factor=cfg.reuse_factor)
@@ -66,7 +71,10 @@ def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR
         hm = hls4ml.converters.convert_from_onnx_model(
             model, output_dir=output_dir, project_name=cfg.project_name, io_type=cfg.io_type, backend="Vitis",
             part=cfg.part, clock_period=cfg.clock_ns, hls_config=hlscfg)
+    fused = fuse_conv_relu.apply(hm) if cfg.fuse else []
     info = derive_precisions(hm, cfg)
+    for row in info:  # which hls4ml layers each fused kernel replaced
+        row.update(next(({"fused_from": f["from"]} for f in fused if f["layer"] == row["layer"]), {}))
     hm.config.config["Stamp"] = hashlib.sha256(repr(info).encode()).hexdigest()[:8]
     return hm, info
 
@@ -93,7 +101,9 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
             if narrow:
                 acc = precision.Fixed(acc.width - narrow, acc.integer - narrow, True)
             layer.types["accum_t"].precision = _hls_fixed(acc)
-            if _is_quantizer_type(out_var.type.precision):
+            if cls == fuse_conv_relu.LAYER:  # its result is the ReLU's quantized type, set by hls4ml
+                row["result"] = str(out_var.type.precision)
+            elif _is_quantizer_type(out_var.type.precision):
                 # hls4ml fused the activation quantizer that follows this layer into its result type:
                 # keep it (the cast from the exact accumulator rounds and saturates as Brevitas does)
                 row["result"] = str(out_var.type.precision)
@@ -110,9 +120,12 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
                 layer.types["accum_t"].precision = copy.deepcopy(p)
             out_var.type.precision = copy.deepcopy(p)
             row["result"] = str(_fixed_of(p))
+        elif cls == hls4ml_ext.LOG_SOFTMAX:  # sized from its input, the exact logits type set just before
+            row.update(hls4ml_ext.finalize_log_softmax(layer, _fixed_of(in_var.type.precision), _hls_fixed))
         else:
             row["result"] = str(out_var.type.precision)
         row["shape"] = [int(s) for s in out_var.shape]
+        row["geometry"] = estimate.layer_geometry(layer)  # what the cost estimate reads (fpga_flow/estimate.py)
         info.append(row)
     return info
 
@@ -148,11 +161,26 @@ def make_plan(model: ModelWrapper, cfg: BuildConfig) -> tuple[BuildPlan, dict]:
     plan.add("fpga_flow/tb_batch.cpp", render("hls4ml/tb_batch.cpp.j2", project=cfg.project_name, n_in=n_in,
                                               n_out=n_out, io_type=cfg.io_type))
     plan.add("fpga_flow/fpga_flow_csim_exact.h", (TEMPLATES / EXACT_HEADER).read_bytes())
+    design = design_stats(hm, plan[f"firmware/{cfg.project_name}.cpp"].decode())
     out_p = _fixed_of(out_var.type.precision)
     info = {"layers": layers, "n_in": n_in, "n_out": n_out, "input_type": str(_fixed_of(in_var.type.precision)),
-            "output_type": str(out_p), "output_frac_bits": out_p.frac,
+            "output_type": str(out_p), "output_frac_bits": out_p.frac, "design": design,
             "digest": plan.digest()}
     return plan, info
+
+
+def design_stats(hm, top_cpp: str) -> dict:
+    """What the top-level function is made of, read off the generated C++: kernel calls, the streams
+    between them and the bits they carry per image (shape x element width of each stream's variable)."""
+    calls = re.findall(r"^\s*(\w+)::(\w+)<[^\n]*;\s*//\s*(\S+)\s*$", top_cpp, flags=re.M)
+    streams, bits = [], 0
+    for layer in hm.get_layers():
+        v = layer.get_output_variable()
+        if re.search(rf"hls::stream<[^>]*>\s+{re.escape(v.name)}\(", top_cpp):
+            streams.append(v.name)
+            bits += int(np.prod(v.shape)) * int(v.type.precision.width)
+    return {"kernel_calls": len(calls), "kernels": [f"{ns}::{fn} ({layer})" for ns, fn, layer in calls],
+            "internal_streams": len(streams), "stream_bits_per_image": bits}
 
 
 def trace_layers(model: ModelWrapper, cfg: BuildConfig, x1: np.ndarray, workdir: Path) -> list[tuple[str, str, np.ndarray]]:

@@ -11,7 +11,8 @@ from ..errors import FlowError
 # op type -> why it is exact in the hls4ml flow (shown to users in the refusal)
 SUPPORTED_OPS = {
     "Quant": "power-of-two scale, zero point 0, ROUND or FLOOR (Brevitas *FixedPoint quantizers, Int*Bias)",
-    "Conv": "2-D, groups=1, integer weights/inputs from Quant nodes",
+    "Conv": "2-D, groups=1 or depthwise (groups=in_channels, depth multiplier 1), integer weights/inputs "
+            "from Quant nodes",
     "Gemm": "fully connected layer (QuantLinear)",
     "MatMul": "fully connected layer",
     "Add": "bias of a fully connected layer",
@@ -20,6 +21,7 @@ SUPPORTED_OPS = {
     "Reshape": "flatten before a fully connected layer",
     "Flatten": "flatten before a fully connected layer",
     "Transpose": "layout change inserted by the channels-last pass",
+    "LogSoftmax": "the graph's last node, over the last axis of a rank-2 tensor (fixed-point kernel of our own)",
 }
 
 
@@ -39,6 +41,9 @@ class CheckSupported(Transformation):
         if first is None or not any(n.op_type == "Quant" and n.input[0] == inp for n in model.graph.node):
             raise FlowError("the model's input is not quantized: start the model with a Brevitas QuantIdentity "
                             "(e.g. act_quant=Uint8ActPerTensorFixedPoint) so the hardware input is an integer")
+        if len(model.graph.output) != 1:  # hls4ml's ONNX frontend keeps only one of them, silently
+            raise FlowError(f"the model has {len(model.graph.output)} outputs; only single-output models are "
+                            "supported (return one tensor from forward)")
         for node in model.graph.node:  # unsupported ops first: they are the most useful thing to name
             if node.op_type not in SUPPORTED_OPS:
                 raise FlowError(f"node {node.name!r} ({node.op_type}) is not supported by the hls4ml flow. "
@@ -61,8 +66,7 @@ class CheckSupported(Transformation):
             if node.op_type == "Conv":
                 attrs = {a.name: a for a in node.attribute}
                 if "group" in attrs and attrs["group"].i != 1:
-                    raise FlowError(f"{where}: grouped/depthwise convolution (group={attrs['group'].i}) "
-                                    "is not supported yet")
+                    _check_depthwise(model, node, attrs["group"].i, where)
                 k = attrs.get("kernel_shape")
                 if k is not None and len(k.ints) != 2:
                     raise FlowError(f"{where}: only 2-D convolutions are supported")
@@ -70,12 +74,38 @@ class CheckSupported(Transformation):
                 # qonnx GemmToMatMul (hls4ml's documented preparation) indexes the bias and crashes without one
                 raise FlowError(f"{where}: a fully connected layer without bias (QuantLinear(bias=False)) is not "
                                 "supported yet; use bias=True with bias_quant=Int32Bias")
+            if node.op_type == "LogSoftmax":
+                _check_log_softmax(model, node, where)
             if node.op_type == "Relu":
                 nxt = model.find_consumers(node.output[0]) or []
                 if not nxt or any(c.op_type != "Quant" for c in nxt):
                     raise FlowError(f"{where}: a ReLU must be followed by a quantizer (use QuantReLU), "
                                     "otherwise its output is a float")
         return model, False
+
+
+def _check_depthwise(model: ModelWrapper, node, group: int, where: str) -> None:
+    """A grouped conv is supported as a depthwise conv: group == input channels == output channels."""
+    in_shape = model.get_tensor_shape(node.input[0])
+    w_shape = model.get_tensor_shape(node.input[1])
+    c_in = int(in_shape[1]) if in_shape is not None and len(in_shape) == 4 else None
+    c_out = int(w_shape[0]) if w_shape is not None else None
+    if c_in is None or group != c_in or c_out != c_in:
+        raise FlowError(f"{where}: grouped convolution (group={group}, {c_in} input and {c_out} output channels) "
+                        "is not supported; supported are groups=1 and depthwise convolutions with "
+                        "groups=in_channels=out_channels (depth multiplier 1)")
+
+
+def _check_log_softmax(model: ModelWrapper, node, where: str) -> None:
+    """LogSoftmax is supported as the model's final op on (batch, classes): our kernel's one form."""
+    outputs = {o.name for o in model.graph.output}
+    shape = model.get_tensor_shape(node.input[0])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    if node.output[0] not in outputs or model.find_consumers(node.output[0]):
+        raise FlowError(f"{where}: LogSoftmax is supported only as the model's last operation")
+    if shape is None or len(shape) != 2 or axis not in (1, -1):
+        raise FlowError(f"{where}: LogSoftmax is supported only over the last axis of a rank-2 (batch, classes) "
+                        f"tensor; here shape {shape}, axis {axis}")
 
 
 def _check_flatten_of_image_input(model: ModelWrapper) -> None:

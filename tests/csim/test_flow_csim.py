@@ -30,12 +30,22 @@ def test_convnet_shipped_checkpoint_bit_exact_on_200_mnist_images(tmp_path):
     assert rep["exact_matches"] == 200 and rep["mismatches"] == 0 and rep["max_abs_diff"] == 0.0
     assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
     names = [c["name"] for c in rep["comparisons"]]
-    assert "HLS csim vs QONNX golden" in names and "hls4ml stock csim vs fpga_flow exact csim" in names
+    # the seed model complete: the logits are compared with ==, then the on-chip log_softmax with == against
+    # its integer model on those logits (and within the stated bound of float torch.log_softmax)
+    assert "Brevitas torch (cpu) vs QONNX (logits)" in names
+    assert "HLS csim vs QONNX golden logits -> LogSoftmax model" in names
+    assert "hls4ml stock csim vs fpga_flow exact csim" in names
     assert rep["accuracy"]["csim"] == rep["accuracy"]["quantized"] > 0.9  # a trained model, not chance
+    ls = rep["log_softmax"]
+    assert rep["output"]["kind"] == "log_softmax" and rep["output"]["type"] == ls["output_type"] == "fixed<19,9>"
+    assert ls["images_within_bound"] == ls["argmax_agreement"] == ls["images_within_bound_float32"] == 200
+    assert 0 < ls["max_abs_error_vs_float64"] <= ls["bound"] < 2 ** -10
+    assert rep["hw"]["layers"][-1]["class"] == "FpgaFlowLogSoftmax"
     on_disk = json.loads((tmp_path / "convnet" / "report.json").read_text())
     assert on_disk["digest"] == rep["digest"]
     assert (tmp_path / "convnet" / "hls" / "build_prj.tcl").is_file()
-    assert "ends at the logits" in (tmp_path / "convnet" / "report.md").read_text()
+    md = (tmp_path / "convnet" / "report.md").read_text()
+    assert "ends at the logits" not in md and "LogSoftmax on chip" in md and "fixed<19,9>" in md
 
 
 def test_extreme_inputs_and_reproducible_project(calibrated_convnet, mnist_test, tmp_path):
