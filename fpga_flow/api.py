@@ -58,6 +58,14 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
 def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_step: str | None = None,
               stop_step: str | None = None, progress: bool = True, reverify: bool = False) -> dict:
     """Build a model of ``models/`` from its shipped (or given) checkpoint."""
+    module, input_shape, checkpoint = zoo_module(cfg)
+    return build(module, input_shape, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
+                 checkpoint=checkpoint, start_step=start_step, stop_step=stop_step, progress=progress,
+                 reverify=reverify)
+
+
+def zoo_module(cfg: BuildConfig) -> tuple[nn.Module, tuple[int, ...], dict]:
+    """(quantized module loaded from its checkpoint, INPUT_SHAPE, {"path", "card"}) of a zoo model."""
     from .train import load_checkpoint
     mod = zoo.load(cfg.model)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -67,6 +75,4 @@ def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_
         shown = str(path.resolve().relative_to(flow.REPO))
     except ValueError:
         shown = str(path)
-    return build(module, mod.INPUT_SHAPE, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
-                 checkpoint={"path": shown, "card": card}, start_step=start_step, stop_step=stop_step,
-                 progress=progress, reverify=reverify)
+    return module, tuple(mod.INPUT_SHAPE), {"path": shown, "card": card}

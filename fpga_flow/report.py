@@ -137,7 +137,7 @@ def markdown(rep: dict) -> str:
         fused = [r for r in rep["hw"]["layers"] or [] if r.get("fused_from")]
         lines += ["", f"Top level: {d['kernel_calls']} kernel calls, {d['internal_streams']} internal streams carrying "
                       f"{d['stream_bits_per_image']:,} bits per image. "
-                      + (f"Fused (conv + ReLU + requantization in one kernel): "
+                      + ("Fused (conv + ReLU + requantization in one kernel): "
                          + ", ".join(f"`{r['layer']}` <- {' + '.join(r['fused_from'])}" for r in fused) + "."
                          if fused else ("No layers fused" + ("" if rep["hw"].get("fuse") else " (`--no-fuse`)") + "."))]
     lines += estimate.markdown(rep["hw"]) + synth.markdown(rep["hw"])  # hardware cost: estimate, vendor

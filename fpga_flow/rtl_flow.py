@@ -208,20 +208,10 @@ def build_rtl(module: nn.Module, input_shape: tuple[int, ...], name: str = "mode
 
 def build_rtl_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, **kw) -> dict:
     """A model of ``models/`` from its shipped (or given) checkpoint, like ``api.build_zoo``."""
-    import torch
-
-    from . import zoo
-    from .train import load_checkpoint
-    mod = zoo.load(cfg.model)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    module, card = load_checkpoint(cfg.model, cfg.checkpoint, cfg.weight_bits, cfg.act_bits, cfg.input_bits)
-    path = Path(cfg.checkpoint) if cfg.checkpoint else zoo.checkpoint_path(cfg.model, cfg.weight_bits, cfg.act_bits)
-    try:
-        shown = str(path.resolve().relative_to(flow.REPO))
-    except ValueError:
-        shown = str(path)
-    return build_rtl(module, mod.INPUT_SHAPE, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
-                     checkpoint={"path": shown, "card": card}, **kw)
+    from .api import zoo_module
+    module, input_shape, checkpoint = zoo_module(cfg)
+    return build_rtl(module, input_shape, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
+                     checkpoint=checkpoint, **kw)
 
 
 def graph_fingerprint(path: Path) -> str:

@@ -20,11 +20,13 @@ HIDDEN = (64, 64, 64)
 
 
 class MLP(nn.Module):
-    def __init__(self) -> None:
+    """Linear + ReLU per hidden width, then Linear to 10 classes (``mlp_tiny`` reuses it with other sizes)."""
+
+    def __init__(self, n_in: int = INPUT_SHAPE[0], hidden: tuple[int, ...] = HIDDEN) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        n = INPUT_SHAPE[0]
-        for h in HIDDEN:
+        n = n_in
+        for h in hidden:
             layers += [nn.Linear(n, h), nn.ReLU()]
             n = h
         layers.append(nn.Linear(n, 10))
@@ -35,7 +37,8 @@ class MLP(nn.Module):
 
 
 class QuantMLP(nn.Module):
-    def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 8) -> None:
+    def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 8, n_in: int = INPUT_SHAPE[0],
+                 hidden: tuple[int, ...] = HIDDEN) -> None:
         super().__init__()
         from brevitas import nn as qnn
         from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
@@ -47,8 +50,8 @@ class QuantMLP(nn.Module):
         self.weight_bits, self.act_bits, self.input_bits = weight_bits, act_bits, input_bits
         layers: list[nn.Module] = [qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, bit_width=input_bits,
                                                      return_quant_tensor=True)]
-        n = INPUT_SHAPE[0]
-        for h in HIDDEN:
+        n = n_in
+        for h in hidden:
             layers += [linear(n, h), qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=act_bits,
                                                    return_quant_tensor=True)]
             n = h

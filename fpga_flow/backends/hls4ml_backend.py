@@ -23,7 +23,6 @@ from qonnx.core.modelwrapper import ModelWrapper
 from .. import estimate, precision
 from ..codegen import TEMPLATES, BuildPlan, render
 from ..config import BuildConfig
-from ..errors import FlowError
 from ..golden import input_quantizer
 from ..passes import fuse_conv_relu
 from . import hls4ml_ext
