@@ -32,6 +32,8 @@ ROWS: dict[str, tuple[str, dict, float | None]] = {
     "w4a4_aug": ("W4A4 + augmentation 'default'", dict(bits=(4, 4), augment="default"), None),
     "w2a2": ("W2A2", dict(bits=(2, 2)), 0.985),
     "w2a2_kd": ("W2A2 + KD from the float teacher", dict(bits=(2, 2), kd=True), 0.985),
+    "w2a2_init": ("W2A2 initialised from the W4A4 weights (its activation quantizers calibrate anew)",
+                  dict(bits=(2, 2), init_bits=(4, 4)), 0.985),
     "w4a4_p50u": ("W4A4 pruned 50% unstructured (L1, per layer), fine-tuned from W4A4",
                   dict(bits=(4, 4), prune=("unstructured", 0.5)), None),
     "w4a4_p25s": ("W4A4 pruned 25% structured (L2 channels, per layer), shrunk, fine-tuned from W4A4",
@@ -67,6 +69,11 @@ def run_row(name: str, a: argparse.Namespace, out_dir: Path) -> dict:
         if not teacher.is_file():
             run_and_save("float", a, out_dir)
         kw.update(teacher=teacher, kd_temperature=a.kd_temperature, kd_alpha=a.kd_alpha)
+    if spec.get("init_bits"):
+        base = zoo.checkpoint_path(a.model, *spec["init_bits"])
+        if not base.is_file():
+            raise SystemExit(f"bench-accuracy: {name} starts from {base}, which does not exist: run `make train` first")
+        kw.update(init=base)
     if spec.get("prune"):
         base = zoo.checkpoint_path(a.model, w, act)
         if not base.is_file():
@@ -148,8 +155,11 @@ def table(out_dir: Path) -> str:
             notes.append(f"{100 * (acc - base):+.2f} pts vs W4A4 without augmentation")
         if c.get("source"):
             notes.append(f"shipped checkpoint `{c['source']}`")
-        if c.get("init"):
+        if c.get("init") and n != "w2a2_init":
             notes.append(f"fine-tuned from `{Path(c['init']).name}` at lr {c.get('lr')}")
+        if n == "w2a2_init" and "w2a2" in cards:
+            notes.append(f"{100 * (acc - cards['w2a2']['test_accuracy']):+.2f} pts vs W2A2 from random weights; "
+                         "the first and only setting tried")
         sp = c.get("sparsity", {}).get("_total")
         if sp:
             notes.append(f"{sp['zero_int_weights']}/{sp['weights']} integer weights are 0")

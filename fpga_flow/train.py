@@ -221,8 +221,8 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     progress        tqdm bar per epoch with loss and running accuracy.
     resume          continue from ``<out>.partial`` (written after each epoch) when it
                     exists and was made with the same settings.
-    init            start from this checkpoint (same model and bits) instead of random
-                    weights: fine-tuning, e.g. after pruning.
+    init            start from this checkpoint instead of random weights: fine-tuning, e.g. after
+                    pruning; one of other bit widths gives only its conv/linear weights (``init_from``).
     prune, prune_amount, prune_scope
                     ``'unstructured'`` (L1) or ``'structured'`` (whole output channels):
                     see :mod:`fpga_flow.prune`. Masks are applied before the first step,
@@ -282,7 +282,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     with _deterministic(seed):
         model = mod.quant_model(weight_bits, act_bits, input_bits)
         if init is not None:
-            model.load_state_dict(load_checkpoint(model_name, init, weight_bits, act_bits, input_bits)[0].state_dict())
+            init_from(model, model_name, init, weight_bits, act_bits, input_bits)
         if prune is not None:
             pruning.apply(model, prune, prune_amount, prune_scope)
         shuffle = torch.Generator().manual_seed(seed)
@@ -411,6 +411,33 @@ def _load_partial(partial: Path, settings: dict) -> dict:
         raise FlowError(f"cannot resume from {partial}: it was made with other settings "
                         f"(saved, requested): {diff}. Delete it or train without resume.")
     return state
+
+
+def init_from(model: nn.Module, model_name: str, path: str | os.PathLike, weight_bits: int, act_bits: int,
+              input_bits: int) -> str:
+    """Start ``model`` from checkpoint ``path``: all of it when the bit widths agree ("full"), else only the
+    float weights and biases of its conv/linear layers ("weights"), so the new activation quantizers
+    calibrate from data (e.g. W2A2 initialised from the trained W4A4)."""
+    try:
+        card = torch.load(Path(path), map_location="cpu", weights_only=True)["card"]
+        bits = (int(card["weight_bits"]), int(card["act_bits"]), int(card["input_bits"]))
+    except Exception:  # noqa: BLE001 - load_checkpoint below gives the precise error
+        bits = (weight_bits, act_bits, input_bits)
+    src, _ = load_checkpoint(model_name, path, *bits)
+    if bits == (weight_bits, act_bits, input_bits):
+        model.load_state_dict(src.state_dict())
+        return "full"
+    layers = dict(model.named_modules())
+    with torch.no_grad():
+        for name, m in src.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                dst = layers.get(name)
+                if dst is None or dst.weight.shape != m.weight.shape:
+                    raise FlowError(f"cannot initialise {name} from {path}: the layers differ")
+                dst.weight.copy_(m.weight)
+                if m.bias is not None:
+                    dst.bias.copy_(m.bias)
+    return "weights"
 
 
 def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weight_bits: int = 4,

@@ -16,8 +16,9 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.base import Transformation
 from qonnx.transformation.general import SortGraph
-from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
+
+from .prepare_for_hls4ml import reinfer_datatypes
 
 
 def _single_consumer(model: ModelWrapper, tensor: str):
@@ -52,6 +53,6 @@ class MoveReluBeforeMaxPool(Transformation):
                 vi = model.get_tensor_valueinfo(t)
                 if vi is not None:
                     model.graph.value_info.remove(vi)
-            model = model.transform(SortGraph()).transform(InferShapes()).transform(InferDataTypes())
-            return model, True
+            model = model.transform(SortGraph()).transform(InferShapes())
+            return reinfer_datatypes(model), True  # the swapped names' old annotations must not survive
         return model, False

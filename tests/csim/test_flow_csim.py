@@ -125,3 +125,15 @@ def test_small_conv_net_both_io_types(io_type, tmp_path):
                     progress=False)
     assert rep["exact_matches"] == 64
     assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
+
+
+def test_convnet_w2a2_shipped_checkpoint_bit_exact_with_fused_kernels(tmp_path):
+    """The shipped W2A2 ConvNet (initialised from W4A4). Also a regression test: its second ReLU quantizer has
+    scale 1, and qonnx's channels-last moves left that Quant's UINT2 annotation on the ReLU output once the ReLU
+    ran before the pool, so the golden step crashed (`prepare_for_hls4ml.reinfer_datatypes`)."""
+    cfg = BuildConfig(model="convnet", weight_bits=2, act_bits=2, n_images=100, stock_check_images=20)
+    rep = api.build_zoo(cfg, out_dir=tmp_path, progress=False)
+    assert rep["exact_matches"] == rep["n_images"] == 100
+    assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
+    assert sum(1 for r in rep["hw"]["layers"] if r.get("fused_from")) == 2
+    assert rep["accuracy"]["csim"] == rep["accuracy"]["quantized"] > 0.9

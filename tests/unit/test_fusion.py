@@ -111,3 +111,26 @@ def test_a_model_with_two_outputs_is_refused(convnet_qonnx):
     conv = next(n for n in convnet_qonnx.graph.node if n.op_type == "Conv")
     with pytest.raises(FlowError, match="2 outputs"):
         _also_output(convnet_qonnx, conv.output[0]).transform(passes.CheckSupported())
+
+
+def test_integer_valued_relu_quantizer_before_the_pool_keeps_float_relu_outputs(convnet_qonnx, tiny_images):
+    """A ReLU quantizer with integer outputs (scale 1, annotated UINT4) before the pool: after the reorder and
+    the channels-last moves every ReLU output is a float tensor and the graph runs equal to the NCHW one.
+    (The crash this guards against, qonnx leaving a Quant's integer annotation on a ReLU output, came from the
+    shipped W2A2 ConvNet and is tested end to end in tests/csim/test_flow_csim.py; this synthetic graph does
+    not trigger it on its own.)"""
+    x, _ = tiny_images
+    m = ModelWrapper(onnx.load_from_string(convnet_qonnx.model.SerializeToString()))
+    relu2 = [n for n in m.graph.node if n.op_type == "Relu"][1]
+    quant = m.find_consumers(relu2.output[0])[0]
+    m.set_initializer(quant.input[1], np.ones_like(m.get_initializer(quant.input[1])))  # integer outputs
+    m = cleanup_model(m)
+    moved = cleanup_model(m.transform(passes.MoveReluBeforeMaxPool()))
+    assert "UINT4" in {str(moved.get_tensor_datatype(t)) for n in moved.graph.node for t in n.output}
+    cl = passes.prepare_for_hls4ml(moved)
+    for n in cl.graph.node:
+        if n.op_type == "Relu":  # a ReLU's output is a float tensor until its quantizer
+            assert str(cl.get_tensor_datatype(n.output[0])) == "FLOAT32"
+    xq = golden.quantize_input(moved, x[:4])
+    got = golden.qonnx_per_image(golden.logits_graph(cl), np.ascontiguousarray(np.moveaxis(xq, 1, -1)))
+    assert np.array_equal(got, golden.qonnx_reference(golden.logits_graph(m), x[:4]))

@@ -173,3 +173,18 @@ def test_missing_activation_scale_is_refused_even_when_brevitas_ignores_it(tmp_p
     torch.save({"state_dict": state, "card": dict(CARD)}, path)
     with pytest.raises(FlowError, match="no activation scale"):
         train.load_checkpoint(MODEL, path)
+
+
+def test_init_from_other_bit_widths_copies_only_the_float_weights():
+    """W2A2 started from the shipped W4A4: its conv/linear weights and biases, not its quantizer state."""
+    src, _ = train.load_checkpoint("convnet", None, 4, 4, 8)
+    w2 = zoo.load("convnet").quant_model(2, 2, 8)
+    before = {k: v.clone() for k, v in w2.state_dict().items()}
+    assert train.init_from(w2, "convnet", zoo.checkpoint_path("convnet", 4, 4), 2, 2, 8) == "weights"
+    after, want = w2.state_dict(), src.state_dict()
+    copied = [k for k in after if k.endswith((".weight", ".bias")) and k.split(".")[0] in ("conv1", "conv2", "fc1", "fc2")]
+    assert len(copied) == 8 and all(torch.equal(after[k], want[k]) for k in copied)
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in copied)  # quantizers untouched
+    w4 = zoo.load("convnet").quant_model(4, 4, 8)
+    assert train.init_from(w4, "convnet", zoo.checkpoint_path("convnet", 4, 4), 4, 4, 8) == "full"
+    assert all(torch.equal(w4.state_dict()[k], v) for k, v in want.items())
