@@ -247,8 +247,8 @@ def default_fault(net: DenseNet) -> tuple[int, int, int, float]:
 
 def cache_dir() -> Path:
     """Verilated testbench libraries by digest: $FPGA_FLOW_RTL_CACHE, else build/.rtl-cache in the repository."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / ".rtl-cache"
+    from . import sim
+    return sim.cache_dir(CACHE_ENV, ".rtl-cache")
 
 
 def verilator_env() -> dict[str, str]:

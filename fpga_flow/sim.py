@@ -24,10 +24,11 @@ VARIANTS = ("exact", "stock")
 CACHE_ENV = "FPGA_FLOW_CSIM_CACHE"
 
 
-def cache_dir() -> Path:
-    """Compiled testbenches by digest: $FPGA_FLOW_CSIM_CACHE, else build/.csim-cache in the repository."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / ".csim-cache"
+def cache_dir(env_var: str = CACHE_ENV, folder: str = ".csim-cache") -> Path:
+    """Compiled testbenches by digest: $FPGA_FLOW_CSIM_CACHE, else build/.csim-cache in the repository
+    (the RTL path keeps its Verilator builds the same way)."""
+    env = os.environ.get(env_var)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / folder
 CXXFLAGS = ("-O2", "-std=c++17", "-fno-gnu-unique", "-w")
 
 

@@ -45,10 +45,9 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from hls4ml.backends import get_backend
     from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
     from hls4ml.converters.onnx_to_hls import layer_handlers, register_onnx_layer_handler
-    from hls4ml.model.layers import Layer, register_layer
+    from hls4ml.model.layers import Layer
 
     class FpgaFlowLogSoftmax(Layer):
         """y = log_softmax(x) over the last axis, in fixed point (fpga_flow/log_softmax.py)."""
@@ -75,15 +74,23 @@ def register() -> None:
             return (f"fpga_flow::log_softmax<{p['input_t']}, {p['output_t']}, {p['config']}>"
                     f"({p['input']}, {p['output']});")
 
-    register_layer(LOG_SOFTMAX, FpgaFlowLogSoftmax)
+    register_kernel(LOG_SOFTMAX, FpgaFlowLogSoftmax, (ConfigTemplate, FunctionTemplate), HEADER)
     if "LogSoftmax" not in layer_handlers:
         register_onnx_layer_handler("LogSoftmax", parse_log_softmax)
-    for name in BACKENDS:
-        backend = get_backend(name)
-        backend.register_template(ConfigTemplate)
-        backend.register_template(FunctionTemplate)
-        backend.register_source(Path(HEADER))
     _registered = True
+
+
+def register_kernel(name: str, layer_cls, templates, header: Path) -> None:
+    """One kernel of ours in hls4ml: the IR layer class, its templates on our backends, and its header
+    (copied into every project's nnet_utils/ by hls4ml's writer). Used here and by FuseConvRelu."""
+    from hls4ml.backends import get_backend
+    from hls4ml.model.layers import register_layer
+    register_layer(name, layer_cls)
+    for backend_name in BACKENDS:
+        backend = get_backend(backend_name)
+        for template in templates:
+            backend.register_template(template)
+        backend.register_source(Path(header))
 
 
 def config_cpp(spec: log_softmax.Spec, config: str, name: str) -> str:

@@ -17,15 +17,12 @@ BatchNorm is not folded here: the flow refuses BatchNorm before conversion (floa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..codegen import TEMPLATES
 
 LAYER = "FusedConv2DReLU"
 PASS = "fpga_flow_fuse_conv_relu"
 FLOW = "fpga_flow_fuse"
 HEADER = TEMPLATES / "hls4ml" / "fpga_flow_conv_relu.h"
-BACKENDS = ("Vitis",)
 
 _registered = False
 
@@ -74,11 +71,10 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from hls4ml.backends import get_backend
     from hls4ml.backends.template import FunctionCallTemplate
     from hls4ml.backends.vivado.passes.convolution_templates import Conv2DConfigTemplate, conv2d_include_list
     from hls4ml.model.flow import register_flow
-    from hls4ml.model.layers import Conv2D, register_layer
+    from hls4ml.model.layers import Conv2D
     from hls4ml.model.optimizer import OptimizerPass, register_pass
 
     class FusedConv2DReLU(Conv2D):
@@ -110,12 +106,8 @@ def register() -> None:
                     f"({p['input']}, {p['output']}, {node.get_weights('weight').name}, "
                     f"{node.get_weights('bias').name});")
 
-    register_layer(LAYER, FusedConv2DReLU)
-    for name in BACKENDS:
-        backend = get_backend(name)
-        backend.register_template(FusedConfigTemplate)
-        backend.register_template(FusedFunctionTemplate)
-        backend.register_source(Path(HEADER))
+    from ..backends.hls4ml_ext import register_kernel
+    register_kernel(LAYER, FusedConv2DReLU, (FusedConfigTemplate, FusedFunctionTemplate), HEADER)
     register_pass(PASS, FuseConvRelu)
     register_flow(FLOW, [PASS])
     _registered = True
