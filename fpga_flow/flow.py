@@ -57,6 +57,8 @@ class State:
     report: dict | None = None
     plan: BuildPlan | None = None
     log_softmax: dict | None = None  # a design ending in LogSoftmax: its bound, errors and argmax checks
+    lowered: object | None = None  # float-scaled models: passes.lower_float_scales.Lowered
+    float_agreement: dict | None = None  # float-scaled models: Brevitas' float forward vs the integer reference
 
     def path(self, rel: str) -> Path:
         return self.work / rel
@@ -66,7 +68,9 @@ class State:
             print(f"[{self.name}] {msg}", file=sys.stderr, flush=True)
 
 
-ARTIFACTS = {"export": "00_export.onnx", "clean": "10_clean.onnx", "channels_last": "20_channels_last.onnx"}
+ARTIFACTS = {"export": "00_export.onnx", "clean": "10_clean.onnx", "channels_last": "20_channels_last.onnx",
+             "lowered": "25_lowered.onnx"}
+INT_REF = "int_ref"  # the golden of float-scaled models (state.ref key)
 
 
 def _model(state: State, key: str) -> ModelWrapper:
@@ -104,8 +108,48 @@ def step_channels_last(state: State) -> State:
     return state
 
 
+def float_scaled(state: State) -> bool:
+    """Whether the model needs LowerFloatScales (float scales or BatchNorm); read off the cleaned graph."""
+    return passes.is_float_scaled(_model(state, "clean"))
+
+
+def _lowered(state: State):
+    if state.lowered is None:
+        state.lowered = passes.lower(_model(state, "channels_last"))
+    return state.lowered
+
+
+def step_lower(state: State) -> State:
+    """Float-scaled models: integer codes and Requant thresholds (LowerFloatScales); others: nothing to do."""
+    p = state.path(ARTIFACTS["lowered"])
+    if not float_scaled(state):
+        p.unlink(missing_ok=True)
+        return state
+    low = _lowered(state)
+    low.model.save(str(p))
+    for lay in low.layers:
+        if lay.fragile:
+            state.log(f"{lay.node}: {len(lay.fragile)} threshold(s) with a float32 margin below Brevitas' "
+                      "summation error bound (Brevitas' float forward may differ there by one level)")
+    return state
+
+
+def _hw_model(state: State) -> ModelWrapper:
+    """The graph the hardware implements: the lowered one for float-scaled models."""
+    return _lowered(state).model if float_scaled(state) else _model(state, "channels_last")
+
+
+def golden_key(state: State) -> str:
+    return INT_REF if INT_REF in state.ref else "qonnx"
+
+
 def step_golden(state: State) -> State:
-    """Brevitas (CPU, CUDA) == QONNX (NCHW, batched) == QONNX channels-last (a sample), or stop."""
+    """Brevitas (CPU, CUDA) == QONNX (NCHW, batched) == QONNX channels-last (a sample), or stop.
+
+    Float-scaled models: the integer-accumulator reference (``int_ref``) is the golden; its thresholds,
+    the QONNX execution of the lowered graph and Brevitas' float forward are checked against it."""
+    if float_scaled(state):
+        return _golden_float_scaled(state)
     clean = _model(state, "clean")
     # a graph ending in LogSoftmax: every reference below is the logits (exact); the LogSoftmax's golden is
     # fpga_flow.log_softmax applied to them, in step_compare
@@ -138,13 +182,48 @@ def step_golden(state: State) -> State:
     return state
 
 
+def _golden_float_scaled(state: State) -> State:
+    from . import agreement, int_ref
+    low = _lowered(state)
+    for dev in golden.reference_devices(state.cfg.device):
+        run = golden.torch_reference(state.module, state.x, dev)
+        state.ref[f"torch_{dev}"] = run.output
+        state.ref_speed[dev] = len(state.x) / run.seconds if run.seconds else float("inf")
+    hw_in = state.ref["hw_input"] = low.quantize_input(state.x)
+    t0 = time.perf_counter()
+    trace = int_ref.run(low, _channels_last(hw_in), trace=True)
+    out = state.ref[INT_REF] = trace[low.model.graph.output[0].name]
+    state.ref_speed[INT_REF] = len(state.x) / (time.perf_counter() - t0)
+    checks = [compare.exact("integer thresholds vs integer-accumulator reference",
+                            int_ref.run(low, _channels_last(hw_in), thresholds=True), out)]
+    k = min(len(state.x), 16)
+    state.ref["qonnx_lowered"] = golden.qonnx_per_image(low.model, _channels_last(hw_in[:k]))
+    # QONNX executes in float32: the last layer's fixed-point bias sum is rounded once, so compare with the
+    # reference rounded to float32 (every other tensor of the lowered graph is an integer below 2^24)
+    checks.append(compare.exact("QONNX (lowered graph, float32) vs integer-accumulator reference in float32",
+                                state.ref["qonnx_lowered"], out[:k].astype(np.float32)))
+    final = low.layers[-1]
+    logits = out * final.final_scale if final.chain is None else out
+    state.float_agreement, more = agreement.compare(low, trace, state.module, state.x, hw_in, logits)
+    checks += more
+    state.comparisons += checks
+    np.savez_compressed(state.path("golden.npz"), **state.ref)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise VerificationError("the references disagree before any hardware was generated:\n  "
+                                + "\n  ".join(c.line() for c in bad))
+    return state
+
+
 def _channels_last(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
 
 
 def step_convert(state: State) -> State:
     backend = backends.get(state.cfg.backend)
-    plan, info = backend.make_plan(_model(state, "channels_last"), state.cfg)
+    plan, info = backend.make_plan(_hw_model(state), state.cfg)
+    if state.lowered is not None:
+        info["lowered"] = [lay.summary() for lay in state.lowered.layers]
     state.plan = plan
     state.plan_info = info
     return state
@@ -193,7 +272,10 @@ def step_csim_run(state: State) -> State:
 
 
 def step_compare(state: State) -> State:
-    want, name = state.ref["qonnx"], "HLS csim vs QONNX golden"
+    if golden_key(state) == INT_REF:
+        want, name = state.ref[INT_REF], "HLS csim vs integer-accumulator reference"
+    else:
+        want, name = state.ref["qonnx"], "HLS csim vs QONNX golden"
     spec = log_softmax.spec_from_info(_info(state))
     if spec is not None:  # the golden of the hardware's LogSoftmax: its integer model on the exact logits
         want = state.ref["golden_log_softmax"] = log_softmax.forward(spec, state.ref["qonnx"])
@@ -218,13 +300,17 @@ def _trace_first_mismatch(state: State, image: int) -> dict | None:
     backend = backends.get(state.cfg.backend)
     if not hasattr(backend, "trace_layers"):
         return None
-    cl = _model(state, "channels_last")
+    cl = _hw_model(state)
     x1 = _channels_last(state.ref["hw_input"][image:image + 1])
     state.log(f"tracing image {image} layer by layer to find the first divergence ...")
     with tempfile.TemporaryDirectory(prefix="fpga_flow_trace_") as tmp:
         hls = backend.trace_layers(cl, state.cfg, x1, Path(tmp))
     quantized_by = {n.input[0]: n.output[0] for n in cl.graph.node if n.op_type == "Quant"}
-    want = golden.qonnx_trace(cl, x1)
+    if state.lowered is not None:
+        from . import int_ref
+        want = int_ref.run(state.lowered, x1, trace=True)
+    else:
+        want = golden.qonnx_trace(cl, x1)
     ls_node, spec = golden.final_log_softmax(cl), log_softmax.spec_from_info(_info(state))
     if ls_node is not None and spec is not None:  # its golden is our integer model, not onnxruntime's float
         want[ls_node.output[0]] = log_softmax.forward(spec, want[ls_node.input[0]])
@@ -240,7 +326,7 @@ def step_report(state: State) -> State:
     return state
 
 
-STEPS = [step_export, step_clean, step_check, step_channels_last, step_golden, step_convert, step_write,
+STEPS = [step_export, step_clean, step_check, step_channels_last, step_lower, step_golden, step_convert, step_write,
          step_csim_build, step_csim_run, step_compare, step_report]
 STEP_NAMES = [s.__name__.removeprefix("step_") for s in STEPS]
 

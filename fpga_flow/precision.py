@@ -54,13 +54,19 @@ def signed_width(lo: int, hi: int) -> int:
     return w
 
 
-def accumulator(x: Fixed, w_codes: np.ndarray, w_frac: int, b_codes: np.ndarray | None) -> Fixed:
+def accumulator(x: Fixed, w_codes: np.ndarray, w_frac: int, b_codes: np.ndarray | None,
+                frac: int | None = None) -> Fixed:
     """The exact accumulator type of ``sum_i w[i, j] * x[i] + b[j]``.
 
     ``w_codes`` has shape (n_in, n_out) (any leading axes are folded into
-    n_in); ``b_codes`` are on the accumulator grid 2^-(x.frac + w_frac).
+    n_in); ``b_codes`` are on the accumulator grid 2^-frac, by default
+    2^-(x.frac + w_frac), the products' grid; a finer grid (a bias with more
+    fractional bits) scales the products' codes up to it.
     """
-    w = np.asarray(w_codes, dtype=np.int64).reshape(-1, np.shape(w_codes)[-1])
+    frac = x.frac + w_frac if frac is None else frac
+    if frac < x.frac + w_frac:
+        raise FlowError(f"accumulator grid 2^-{frac} is coarser than the products' 2^-{x.frac + w_frac}")
+    w = np.asarray(w_codes, dtype=np.int64).reshape(-1, np.shape(w_codes)[-1]) << (frac - x.frac - w_frac)
     xlo, xhi = x.code_range()
     hi = np.maximum(w * xhi, w * xlo).sum(axis=0)
     lo = np.minimum(w * xhi, w * xlo).sum(axis=0)
@@ -68,5 +74,4 @@ def accumulator(x: Fixed, w_codes: np.ndarray, w_frac: int, b_codes: np.ndarray 
         b = np.asarray(b_codes, dtype=np.int64).reshape(-1)
         hi, lo = hi + b, lo + b
     width = signed_width(int(lo.min(initial=0)), int(hi.max(initial=0)))
-    frac = x.frac + w_frac
     return Fixed(width, width - frac, True)

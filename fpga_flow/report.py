@@ -15,7 +15,17 @@ LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). T
                "of the logits.")
 
 
-def _output(info: dict, ls: dict | None) -> dict:
+def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
+    last = (fs or {}).get("layers", [{}])[-1]
+    if last.get("kind", "").startswith("final"):
+        scales = ", ".join(f"{v:.6g}" for v in last["output_scale"])
+        per = "per output" if last["per_channel_scale"] else ""
+        bias = (f" plus its float bias rounded to a 2^-{last['bias_frac_bits']} grid in units of that scale"
+                if last["bias_frac_bits"] is not None else "")
+        return {"kind": "logits (float-scaled)", "type": info.get("output_type"),
+                "frac_bits": info.get("output_frac_bits"), "scale": last["output_scale"],
+                "note": f"The hardware ends at the last layer's integer accumulator{bias}; logit = output x "
+                        f"{scales} {per}. Accuracies below are argmax of the logits."}
     if not ls:
         return {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
                 "note": LOGITS_NOTE}
@@ -37,6 +47,21 @@ def _acc(out: np.ndarray | None, labels: np.ndarray | None) -> float | None:
     return float((np.asarray(out).reshape(len(labels), -1).argmax(1) == labels).mean())
 
 
+def _logits(state, out: np.ndarray | None) -> np.ndarray | None:
+    """A float-scaled design's output in logit units (its last layer's per-output scale applied)."""
+    low = getattr(state, "lowered", None)
+    if out is None or low is None or low.layers[-1].chain is not None:
+        return out
+    return np.asarray(out).reshape(len(out), -1) * low.layers[-1].final_scale
+
+
+def _float_scaled(state, info: dict) -> dict | None:
+    if getattr(state, "lowered", None) is None:
+        return None
+    return {"layers": info.get("lowered") or [lay.summary() for lay in state.lowered.layers],
+            "brevitas_float_agreement": state.float_agreement}
+
+
 def build_json(state) -> dict:
     ref, cfg, info = state.ref, state.cfg, state.plan_info or {}
     main = next(c for c in state.comparisons if c.name.startswith("HLS csim"))
@@ -55,7 +80,7 @@ def build_json(state) -> dict:
         "max_abs_diff": main.max_abs_diff,
         "argmax_agreement": main.argmax_agreement,
         "accuracy": {"float": card.get("float_accuracy"), "quantized": _acc(ref.get("torch_cpu"), state.labels),
-                     "csim": _acc(ref.get("csim"), state.labels)},
+                     "csim": _acc(_logits(state, ref.get("csim")), state.labels)},
         "reference_device": "cuda" if "cuda" in devices else "cpu",
         "reference_devices": devices,
         "comparisons": [{"name": c.name, "n": c.n, "exact_matches": c.exact_matches,
@@ -66,7 +91,8 @@ def build_json(state) -> dict:
         "csim_samples_per_s": n / state.csim_seconds if state.csim_seconds else None,
         "torch_samples_per_s": state.ref_speed.get("cpu"),
         "torch_cuda_samples_per_s": state.ref_speed.get("cuda"),
-        "output": _output(info, getattr(state, "log_softmax", None)),
+        "output": _output(info, getattr(state, "log_softmax", None), _float_scaled(state, info)),
+        "float_scaled": _float_scaled(state, info),
         "log_softmax": getattr(state, "log_softmax", None),
         "hw": {"layers": info.get("layers"), "input_type": info.get("input_type"), "part": cfg.part,
                "clock_ns": cfg.clock_ns, "io_type": cfg.io_type, "fuse": cfg.fuse, "design": info.get("design"),
@@ -93,6 +119,11 @@ def summary(rep: dict) -> str:
     if rep.get("log_softmax"):
         refs = (" == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX"])
                 + " logits; HLS csim == their LogSoftmax model")
+    fs = rep.get("float_scaled")
+    if fs:
+        ag = fs["brevitas_float_agreement"] or {}
+        refs = (f"integer-accumulator reference == HLS csim; Brevitas' float forward agrees on "
+                f"{ag.get('agree')}/{ag.get('images')}")
     verdict = "bit-exact" if rep["mismatches"] == 0 else "NOT bit-exact"
     s = f"{rep['model']}: {rep['exact_matches']}/{rep['n_images']} images {verdict} ({refs})"
     if acc["quantized"] is not None:
@@ -118,6 +149,8 @@ def markdown(rep: dict) -> str:
                       f"hls {d['hls']} vs golden {d['golden']}."]
     if rep.get("log_softmax"):
         lines += _log_softmax_md(rep["log_softmax"])
+    if rep.get("float_scaled"):
+        lines += _float_scaled_md(rep["float_scaled"])
     card = rep.get("checkpoint_card") or {}
     lines += ["", "## Accuracy (MNIST test images used here)", "",
               "| model | accuracy |", "|---|---:|",
@@ -155,6 +188,40 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines)
 
 
+def _float_scaled_md(fs: dict) -> list[str]:
+    lines = ["", "## Float scales and BatchNorm: integer thresholds (LowerFloatScales)", "",
+             "Each layer's float32 chain (scale, bias, BatchNorm, ReLU, quantizer) became per-channel integer "
+             "thresholds on its exact accumulator. A *fragile* threshold has a float32 margin below the error "
+             "bound of Brevitas' float summation: only there can Brevitas' float forward differ (by one level) "
+             "from the integer-accumulator reference, which the hardware equals.", "",
+             "| layer | channels | output | BatchNorm | ReLU | decreasing channels | thresholds | checked | fragile |",
+             "|---|---:|---|---|---|---:|---:|---|---:|"]
+    for r in fs["layers"]:
+        if r["kind"] != "requant":
+            bias = f"bias on a 2^-{r['bias_frac_bits']} grid" if r["bias_frac_bits"] is not None else "no bias"
+            lines.append(f"| {r['layer']} | | accumulator ({bias}) | | | | | | |")
+            continue
+        out = f"{'int' if r['out_signed'] else 'uint'}{r['out_bits']}"
+        lines.append(f"| {r['layer']} | {r['channels']} | {out} | {'yes' if r['batchnorm'] else 'no'} | "
+                     f"{'yes' if r['relu'] else 'no'} | {r['negative_slope_channels']} | {r['thresholds']} | "
+                     f"{r['checked'].split(' (')[0]} | {r['fragile_thresholds']} |")
+    ag = fs.get("brevitas_float_agreement") or {}
+    if ag.get("agree") is not None:
+        n = ag["images"]
+        lines += ["", f"Brevitas' float forward vs the integer reference: **{ag['agree']}/{n}** images agree "
+                      f"(every activation code equal: {ag['activations_equal']}/{n}; same argmax: "
+                      f"{ag['argmax_equal']}/{n}; max |logit difference| {ag['max_abs_logit_diff']:.3g}). "
+                      f"Disagreements explained by a fragile threshold: {ag['n_explained']}; unexplained: "
+                      f"{ag['n_unexplained']}."]
+        for e in ag["explained"][:10]:
+            lines.append(f"- image {e['image']}: layer `{e['layer']}`, channel {e['channel']}, threshold "
+                         f"{e['threshold_index']} (T = {e['threshold']}, accumulator {e['accumulator']}): Brevitas "
+                         f"{e['brevitas']}, reference {e['reference']}; {e['why']}")
+    elif ag:
+        lines += ["", ag.get("note", "")]
+    return lines
+
+
 def _log_softmax_md(ls: dict) -> list[str]:
     k, n = ls["kernel"], ls["n_images"]
     terms = ", ".join(f"{name} {v:.3g}" for name, v in ls["bound_terms"].items())
@@ -189,7 +256,7 @@ def plot(state, path: Path) -> None:
     if state.labels is not None and "csim" in state.ref:
         k = int(max(state.labels.max(), state.ref["csim"].shape[1] - 1)) + 1
         cm = np.zeros((k, k), dtype=int)
-        np.add.at(cm, (state.labels, state.ref["csim"].argmax(1)), 1)
+        np.add.at(cm, (state.labels, _logits(state, state.ref["csim"]).argmax(1)), 1)
         axes[1].imshow(np.log1p(cm), cmap="Blues")
         for i in range(k):
             for j in range(k):

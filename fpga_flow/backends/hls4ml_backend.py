@@ -25,7 +25,7 @@ from ..codegen import TEMPLATES, BuildPlan, render
 from ..config import BuildConfig
 from ..golden import input_quantizer
 from ..passes import fuse_conv_relu
-from . import hls4ml_ext
+from . import hls4ml_ext, hls4ml_requant
 
 PROJECT_DIR = "hls"
 EXACT_HEADER = "hls4ml/fpga_flow_csim_exact.h"
@@ -55,7 +55,8 @@ def _is_quantizer_type(p) -> bool:
 def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR):
     """Convert and set exact precisions; returns (hls4ml ModelGraph, per-layer info)."""
     import hls4ml
-    hls4ml_ext.register()  # our layers (LogSoftmax) through hls4ml's extension API, before parsing
+    hls4ml_ext.register()  # our layers (LogSoftmax, Requant) through hls4ml's extension API, before parsing
+    hls4ml_requant.register()
     with _quiet():
         hlscfg = hls4ml.utils.config.config_from_onnx_model(
             model, granularity="name", backend="Vitis", default_reuse_factor=cfg.reuse_factor)
@@ -94,8 +95,11 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
             w_codes = w_codes.reshape(-1, w_codes.shape[-1])
             acc_frac = x.frac + w_frac
             b = layer.weights.get("bias")
+            if b is not None and np.any(b.data):  # a bias on a finer grid than the products (LowerFloatScales'
+                p = b.type.precision               # fixed-point bias of a last layer): the accumulator takes it
+                acc_frac = max(acc_frac, int(p.width - p.integer))
             b_codes = None if b is None else precision.to_codes(b.data, acc_frac, f"{layer.name} bias")
-            acc = precision.accumulator(x, w_codes, w_frac, b_codes)
+            acc = precision.accumulator(x, w_codes, w_frac, b_codes, frac=acc_frac)
             narrow = int(cfg.extra.get("narrow_accum_by", 0))  # fault injection, for tests only
             if narrow:
                 acc = precision.Fixed(acc.width - narrow, acc.integer - narrow, True)

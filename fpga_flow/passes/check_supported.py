@@ -7,10 +7,15 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.base import Transformation
 
 from ..errors import FlowError
+from ..requant import ROUNDING
+from .lower_float_scales import is_float_scaled
 
 # op type -> why it is exact in the hls4ml flow (shown to users in the refusal)
 SUPPORTED_OPS = {
-    "Quant": "power-of-two scale, zero point 0, ROUND or FLOOR (Brevitas *FixedPoint quantizers, Int*Bias)",
+    "Quant": "zero point 0; power-of-two scales (Brevitas *FixedPoint quantizers, Int*Bias), or float scales "
+             "(Brevitas' defaults, per-tensor activations, per-tensor or per-channel weights: LowerFloatScales)",
+    "BatchNormalization": "between a conv / fully connected layer and its activation quantizer (folded into "
+                          "integer thresholds, never into the weights)",
     "Conv": "2-D, groups=1 or depthwise (groups=in_channels, depth multiplier 1), integer weights/inputs "
             "from Quant nodes",
     "Gemm": "fully connected layer (QuantLinear)",
@@ -23,12 +28,6 @@ SUPPORTED_OPS = {
     "Transpose": "layout change inserted by the channels-last pass",
     "LogSoftmax": "the graph's last node, over the last axis of a rank-2 tensor (fixed-point kernel of our own)",
 }
-
-
-def _is_pow2(a: np.ndarray) -> bool:
-    a = np.asarray(a, dtype=np.float64)
-    m, _ = np.frexp(a)
-    return bool(np.all(a > 0) and np.all(m == 0.5) and np.all(a == a.flat[0]))
 
 
 class CheckSupported(Transformation):
@@ -49,20 +48,21 @@ class CheckSupported(Transformation):
                 raise FlowError(f"node {node.name!r} ({node.op_type}) is not supported by the hls4ml flow. "
                                 f"Supported: {listing}")
         _check_flatten_of_image_input(model)
+        float_scaled = is_float_scaled(model)  # then LowerFloatScales refuses, by name, what it cannot lower
         for node in model.graph.node:
             where = f"node {node.name!r} ({node.op_type})"
             if node.op_type == "Quant":
                 scale = model.get_initializer(node.input[1])
                 zeropt = model.get_initializer(node.input[2])
-                if scale is None or not _is_pow2(scale):
-                    raise FlowError(f"{where}: scale {np.ravel(scale)[:4] if scale is not None else 'dynamic'} "
-                                    "is not a single power of two; use Brevitas *FixedPoint quantizers "
-                                    "(float scales are not supported yet)")
+                if scale is None:
+                    raise FlowError(f"{where}: its scale is computed at run time (dynamic); only constant scales "
+                                    "are supported")
                 if zeropt is None or np.any(zeropt != 0):
                     raise FlowError(f"{where}: non-zero zero point is not supported")
                 mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
-                if mode not in ("ROUND", "FLOOR"):
-                    raise FlowError(f"{where}: rounding mode {mode} not supported (ROUND, FLOOR are)")
+                modes = tuple(ROUNDING) if float_scaled else ("ROUND", "FLOOR")
+                if mode not in modes:
+                    raise FlowError(f"{where}: rounding mode {mode} not supported ({', '.join(modes)} are)")
             if node.op_type == "Conv":
                 attrs = {a.name: a for a in node.attribute}
                 if "group" in attrs and attrs["group"].i != 1:
