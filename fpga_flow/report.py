@@ -18,7 +18,7 @@ LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). T
 def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
     last = (fs or {}).get("layers", [{}])[-1]
     if last.get("kind", "").startswith("final"):
-        scales = ", ".join(f"{v:.6g}" for v in last["output_scale"])
+        scales = ", ".join(f"{v:.6g}" for v in sorted(set(last["output_scale"]))[:4])
         per = "per output" if last["per_channel_scale"] else ""
         bias = (f" plus its float bias rounded to a 2^-{last['bias_frac_bits']} grid in units of that scale"
                 if last["bias_frac_bits"] is not None else "")
@@ -98,11 +98,31 @@ def build_json(state) -> dict:
                "clock_ns": cfg.clock_ns, "io_type": cfg.io_type, "fuse": cfg.fuse, "design": info.get("design"),
                "estimate": estimate.from_plan_info(info, cfg.clock_ns, cfg.io_type, cfg.part),
                "vendor": synth.load_vendor(state.work, info.get("digest")),  # kept from `make synth` of this project
-               "rtl": rtl_flow.load_rtl(state.out_dir.parent, state.name, state.path("10_clean.onnx"))},  # from `make rtl` (build/<name>_rtl/)
+               "rtl": rtl_flow.load_rtl(state.out_dir.parent, state.name, state.path("10_clean.onnx")),  # from `make rtl` (build/<name>_rtl/)
+               "finn": _load_finn(state)},  # FINN's estimates of the same graph, from `make hls BACKEND=finn`
         "project_dir": str(Path("build") / state.name / "hls") if _in_repo(state.out_dir) else str(state.out_dir / "hls"),
         "digest": info.get("digest"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
+
+
+def _load_finn(state) -> dict | None:
+    """``hw.finn`` of build/<name>_finn when it was built from the byte-identical cleaned graph, else None."""
+    from .finn_flow import load_finn
+    return load_finn(state.out_dir.parent, state.name, state.path("10_clean.onnx"))
+
+
+def finn_markdown(finn: dict | None, model: str) -> list[str]:
+    """FINN's estimates of the same model beside the hls4ml design (a section of report.md)."""
+    if not finn:
+        return []
+    e, o = finn["estimate"], finn["options"]
+    t = e["total"]
+    return ["", f"## FINN's estimates of the same model (`make hls MODEL={model} BACKEND=finn`)", "",
+            f"FINN {finn['finn']}, target {o['target_fps']:,} fps at {o['clock_ns']} ns on {o['part']}: "
+            f"{e['max_cycles']:,} cycles/frame ({e['throughput_fps']:,.0f} frames/s), latency "
+            f"{e['critical_path_cycles']:,} cycles, LUT {t['LUT']:,.0f} / BRAM18K {t['BRAM_18K']:,.0f} / "
+            f"DSP {t['DSP']:,.0f} (FINN's analytic model; details in build/{model}_finn/report.md)."]
 
 
 def _in_repo(p: Path) -> bool:
@@ -174,6 +194,7 @@ def markdown(rep: dict) -> str:
                          + ", ".join(f"`{r['layer']}` <- {' + '.join(r['fused_from'])}" for r in fused) + "."
                          if fused else ("No layers fused" + ("" if rep["hw"].get("fuse") else " (`--no-fuse`)") + "."))]
     lines += estimate.markdown(rep["hw"]) + synth.markdown(rep["hw"])  # hardware cost: estimate, vendor
+    lines += finn_markdown(rep["hw"].get("finn"), rep["model"])
     lines += ["", "## Speed", "",
               f"- HLS csim: {rate(rep['csim_samples_per_s'])} (exact integer evaluation, parallel workers)",
               f"- Brevitas torch CPU: {rate(rep['torch_samples_per_s'])}"]

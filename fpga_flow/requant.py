@@ -86,7 +86,7 @@ class Chain:
         if self.bias is not None:
             v = v + torch.from_numpy(self.bias.astype(np.float32))
         if self.bn is not None:
-            p = {k: torch.from_numpy(np.asarray(self.bn[k], dtype=np.float32)) for k in ("mean", "var", "gamma", "beta")}
+            p = {k: torch.from_numpy(np.array(self.bn[k], dtype=np.float32)) for k in ("mean", "var", "gamma", "beta")}
             v = F.batch_norm(v, p["mean"], p["var"], p["gamma"], p["beta"], False, 0.0, float(self.bn["eps"]))
         if self.relu:
             v = torch.relu(v)

@@ -17,6 +17,12 @@ ends collection (``counter = steps + 1``), so a fresh model loaded with
 state_dict cannot carry is an *unfinished* collection (counter, buffer): the
 end-of-epoch resume file stores those separately so that a resumed run equals
 an uninterrupted one.
+
+The float-scaled ``Uint8ActPerTensorFloat`` (Brevitas' default) is the same
+``ParameterFromRuntimeStatsScaling`` with ``value`` in the linear domain (its
+restriction is the identity, so ``value`` is ``buffer`` itself while collecting):
+everything above holds for it unchanged. BatchNorm running statistics are
+ordinary buffers and travel in the state_dict.
 """
 
 from __future__ import annotations
@@ -222,7 +228,8 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     resume          continue from ``<out>.partial`` (written after each epoch) when it
                     exists and was made with the same settings.
     init            start from this checkpoint instead of random weights: fine-tuning, e.g. after
-                    pruning; one of other bit widths gives only its conv/linear weights (``init_from``).
+                    pruning; one of other bit widths, or a float one (``--float``), gives only its conv/linear
+                    weights and BatchNorm state (``init_from``).
     prune, prune_amount, prune_scope
                     ``'unstructured'`` (L1) or ``'structured'`` (whole output channels):
                     see :mod:`fpga_flow.prune`. Masks are applied before the first step,
@@ -416,10 +423,23 @@ def _load_partial(partial: Path, settings: dict) -> dict:
 def init_from(model: nn.Module, model_name: str, path: str | os.PathLike, weight_bits: int, act_bits: int,
               input_bits: int) -> str:
     """Start ``model`` from checkpoint ``path``: all of it when the bit widths agree ("full"), else only the
-    float weights and biases of its conv/linear layers ("weights"), so the new activation quantizers
-    calibrate from data (e.g. W2A2 initialised from the trained W4A4)."""
+    float weights and biases of its conv/linear layers and the state of its BatchNorm layers ("weights"),
+    so the new activation quantizers calibrate from data (e.g. W2A2 initialised from the trained W4A4).
+
+    A float checkpoint (``train --float``, card ``kind: float``) gives the same "weights" part of the
+    zoo's ``float_model()``, matched by layer name. That model was trained on normalised pixels
+    (``distill.Normalized``) while the quant model sees [0, 1]: a BatchNorm right after the first layer
+    absorbs the difference (its batch statistics while training); without one, the first layer starts
+    shifted."""
     try:
         card = torch.load(Path(path), map_location="cpu", weights_only=True)["card"]
+    except Exception:  # noqa: BLE001 - load_checkpoint below gives the precise error
+        card = None
+    if isinstance(card, dict) and card.get("kind") == "float":
+        from . import distill
+        _copy_weights(distill.load_teacher(model_name, path).model, model, path)
+        return "weights"
+    try:
         bits = (int(card["weight_bits"]), int(card["act_bits"]), int(card["input_bits"]))
     except Exception:  # noqa: BLE001 - load_checkpoint below gives the precise error
         bits = (weight_bits, act_bits, input_bits)
@@ -427,6 +447,13 @@ def init_from(model: nn.Module, model_name: str, path: str | os.PathLike, weight
     if bits == (weight_bits, act_bits, input_bits):
         model.load_state_dict(src.state_dict())
         return "full"
+    _copy_weights(src, model, path)
+    return "weights"
+
+
+def _copy_weights(src: nn.Module, model: nn.Module, path: str | os.PathLike) -> None:
+    """Copy conv/linear weights and biases, and BatchNorm affine parameters and running statistics, from
+    ``src`` into the layers of ``model`` with the same names; quantizer state is left alone."""
     layers = dict(model.named_modules())
     with torch.no_grad():
         for name, m in src.named_modules():
@@ -437,7 +464,11 @@ def init_from(model: nn.Module, model_name: str, path: str | os.PathLike, weight
                 dst.weight.copy_(m.weight)
                 if m.bias is not None:
                     dst.bias.copy_(m.bias)
-    return "weights"
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                dst = layers.get(name)
+                if not isinstance(dst, nn.modules.batchnorm._BatchNorm) or dst.num_features != m.num_features:
+                    raise FlowError(f"cannot initialise {name} from {path}: the layers differ")
+                dst.load_state_dict(m.state_dict())
 
 
 def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weight_bits: int = 4,

@@ -70,10 +70,6 @@ class CheckSupported(Transformation):
                 k = attrs.get("kernel_shape")
                 if k is not None and len(k.ints) != 2:
                     raise FlowError(f"{where}: only 2-D convolutions are supported")
-            if node.op_type == "Gemm" and (len(node.input) < 3 or not node.input[2]):
-                # qonnx GemmToMatMul (hls4ml's documented preparation) indexes the bias and crashes without one
-                raise FlowError(f"{where}: a fully connected layer without bias (QuantLinear(bias=False)) is not "
-                                "supported yet; use bias=True with bias_quant=Int32Bias")
             if node.op_type == "LogSoftmax":
                 _check_log_softmax(model, node, where)
             if node.op_type == "Relu":

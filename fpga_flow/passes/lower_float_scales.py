@@ -51,10 +51,11 @@ class Layer:
     def summary(self) -> dict:
         if self.chain is None:
             return {"layer": self.node, "kind": "final (no output quantizer)", "bias_frac_bits": self.final_frac,
-                    "output_scale": [float(s) for s in np.unique(self.final_scale)][:4],
+                    "output_scale": [float(s) for s in self.final_scale],
                     "per_channel_scale": bool(np.unique(self.final_scale).size > 1)}
         c = self.chain
         return {"layer": self.node, "kind": "requant", "channels": c.channels, "out_bits": c.out.bits,
+                "out_scale": c.out.scale,
                 "out_signed": c.out.signed, "batchnorm": c.bn is not None, "relu": c.relu,
                 "bias": c.bias is not None, "negative_slope_channels": int((self.th.direction < 0).sum()),
                 "thresholds": int((self.th.T != self.th.sentinel).sum()), "checked": self.th.checked,
@@ -171,6 +172,7 @@ class _Lowering:
         self.m = model
         self.codes: dict[str, tuple[float, int, int]] = {}  # tensor -> (scale, code lo, code hi)
         self.remove: list = []
+        self.done: set[str] = set()  # nodes a layer's lowering already took care of (its chain, its pools)
         self.layers: list[Layer] = []
 
     def single_consumer(self, tensor: str, where: str):
@@ -189,7 +191,7 @@ class _Lowering:
         _set_unit_scale(m, first)
         self.codes[first.output[0]] = (in_q.scale, *in_q.code_range())
         for node in list(m.graph.node):
-            if node in self.remove:
+            if node.name in self.done:
                 continue
             op, where = node.op_type, f"node {node.name!r} ({node.op_type})"
             if op == "Quant":
@@ -212,6 +214,7 @@ class _Lowering:
                 raise FlowError(f"{where}: not supported in a float-scaled model")
         for node in self.remove:
             m.graph.node.remove(node)
+        _drop_dead_nodes(m)
         return Lowered(cleanup_model(m), in_q, self.layers)
 
     def mac(self, node, where: str) -> None:
@@ -238,11 +241,15 @@ class _Lowering:
             bias = _const_value(m, node.input[2], where).reshape(-1)
             del node.input[2]
         tensor, bn, relu = node.output[0], None, False
-        chain_nodes = []
+        chain_nodes, pools = [], []
         while True:
             nxt = self.single_consumer(tensor, where)
             if nxt is None or tensor in [o.name for o in m.graph.output]:
                 break
+            if nxt.op_type == "MaxPool":  # kept, on the accumulator: exact if the requantization never decreases
+                pools.append(nxt)
+                tensor = nxt.output[0]
+                continue
             if nxt.op_type == "Add" and bias is None and bn is None and not relu and not chain_nodes:
                 other = nxt.input[1] if nxt.input[0] == tensor else nxt.input[0]
                 bias = _const_value(m, other, f"node {nxt.name!r} (Add)").reshape(-1)
@@ -261,9 +268,15 @@ class _Lowering:
                                       bn=bn, relu=relu, acc_lo=lo, acc_hi=hi,
                                       err=requant.error_bound(w_oc, max(abs(xlo), abs(xhi)), scale, w_oc.shape[0]))
                 th = requant.thresholds(chain)
+                if pools and np.any(th.direction < 0):
+                    c = int(np.nonzero(th.direction < 0)[0][0])
+                    raise FlowError(f"node {pools[0].name!r} (MaxPool) lies between {where} and its quantizer, and "
+                                    f"channel {c}'s requantization decreases (a negative BatchNorm gamma): the max "
+                                    "of the accumulators is then not the max of the codes; put the pool after the "
+                                    "activation quantizer")
                 layer = Layer(node=node.name, chain=chain, th=th, fragile=requant.fragile(chain, th))
                 self.layers.append(layer)
-                self.replace(node, chain_nodes, nxt.output[0], th, out_q)
+                self.replace(node, chain_nodes, nxt.output[0], th, out_q, pools)
                 self.codes[nxt.output[0]] = (out_q.scale, *out_q.code_range())
                 return
             else:
@@ -277,24 +290,33 @@ class _Lowering:
             what = f"node {nxt.name!r} ({nxt.op_type})" if nxt is not None else "more than one consumer"
             raise FlowError(f"{where}: its output is not requantized (next: {what}); float-scaled layers need "
                             "[bias] -> [BatchNorm] -> [ReLU] -> quantizer after them, or must be the last layer")
-        if bn is not None or relu:
-            raise FlowError(f"{where}: the model's last layer has a BatchNorm or ReLU but no output quantizer: "
+        if bn is not None or relu or pools:
+            raise FlowError(f"{where}: the model's last layer has a BatchNorm, ReLU or pool but no output quantizer: "
                             "its output would be a float; add a quantizer (QuantIdentity / QuantReLU) or drop them")
         self.final(node, chain_nodes, tensor, scale, bias, lo, hi)
 
-    def replace(self, node, chain_nodes: list, out: str, th: requant.Thresholds, q: requant.OutQuant) -> None:
+    def replace(self, node, chain_nodes: list, out: str, th: requant.Thresholds, q: requant.OutQuant,
+                pools: list) -> None:
+        """The chain's nodes go; its max pools stay, on the accumulator, directly after the layer; then the
+        Requant node, which writes the quantizer's output tensor."""
         self.remove += chain_nodes
-        rq = helper.make_node("Requant", [node.output[0]], [out], domain=DOMAIN, name=f"Requant_{node.name}",
+        self.done |= {n.name for n in [*chain_nodes, *pools]}
+        acc = node.output[0]
+        for p in pools:
+            p.input[0] = acc
+            acc = p.output[0] = f"{p.name}_acc"
+        rq = helper.make_node("Requant", [acc], [out], domain=DOMAIN, name=f"Requant_{node.name}",
                               thresholds=th.T.reshape(-1).tolist(), n_thresholds=int(th.T.shape[1]),
                               base=th.base.tolist(), direction=th.direction.tolist(), out_bits=q.bits,
                               out_signed=int(q.signed), layer=node.name, layer_index=len(self.layers) - 1)
-        idx = list(self.m.graph.node).index(node)
+        idx = max(list(self.m.graph.node).index(n) for n in [node, *pools])
         self.m.graph.node.insert(idx + 1, rq)
 
     def final(self, node, chain_nodes: list, out: str, scale: np.ndarray, bias, lo, hi) -> None:
         m = self.m
         frac = None
         self.remove += chain_nodes
+        self.done |= {n.name for n in chain_nodes}
         if bias is not None:
             ratio = bias.astype(np.float64) / scale.astype(np.float64)
             frac = FINAL_FRAC
@@ -318,6 +340,18 @@ class _Lowering:
         elif chain_nodes:  # nothing between the layer and the output
             node.output[0] = out
         self.layers.append(Layer(node=node.name, chain=None, final_frac=frac, final_scale=scale.astype(np.float64)))
+
+
+def _drop_dead_nodes(m: ModelWrapper) -> None:
+    """Nodes nothing reads any more (the Quant of a bias folded into a chain): hls4ml would parse them."""
+    outputs = {o.name for o in m.graph.output}
+    while True:
+        read = {i for n in m.graph.node for i in n.input} | outputs
+        dead = [n for n in m.graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            m.graph.node.remove(n)
 
 
 def lower(model: ModelWrapper) -> Lowered:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
@@ -15,10 +17,25 @@ from qonnx.util.cleanup import cleanup_model
 def prepare_for_hls4ml(model: ModelWrapper) -> ModelWrapper:
     with warnings.catch_warnings():  # GemmToMatMul warns about Gemm opset versions it handles fine here
         warnings.simplefilter("ignore")
-        model = cleanup_model(model)
+        model = cleanup_model(add_zero_gemm_bias(model))
         model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
         model = model.transform(GemmToMatMul())
         return reinfer_datatypes(cleanup_model(model))
+
+
+def add_zero_gemm_bias(model: ModelWrapper) -> ModelWrapper:
+    """A Gemm without bias gets an explicit zero bias: qonnx's GemmToMatMul indexes the bias input and
+    crashes without one. Adding zero is exact on every grid (and a float-scaled layer's chain adds 0.0)."""
+    for node in model.graph.node:
+        if node.op_type == "Gemm" and (len(node.input) < 3 or not node.input[2]):
+            w_shape = model.get_tensor_shape(node.input[1])
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            n_out = int(w_shape[0] if trans_b else w_shape[1])
+            name = f"{node.name}_zero_bias"
+            model.set_initializer(name, np.zeros(n_out, dtype=np.float32))
+            del node.input[2:]
+            node.input.append(name)
+    return model
 
 
 def reinfer_datatypes(model: ModelWrapper) -> ModelWrapper:

@@ -88,18 +88,24 @@ def test_depthwise_conv_passes_the_check(tmp_path):
 @pytest.mark.parametrize("kind,message", [
     ("sigmoid", r"\(Sigmoid\) is not supported"),
     ("float_relu", "must be followed by a quantizer"),
-    ("float_scale", "not a single power of two"),
     ("grouped", r"grouped convolution \(group=2, 4 input and 4 output channels\)"),
 ])
 def test_unsupported_layers_are_refused_by_name(kind, message, tmp_path):
     net = {"sigmoid": lambda: _brevitas_net(act=nn.Sigmoid()),
            "float_relu": lambda: _brevitas_net(act=nn.ReLU()),
-           "float_scale": lambda: _brevitas_net(float_scale=True),
            "grouped": lambda: _brevitas_net(groups=2, channels=4)}[kind]()
     m = _qonnx(net, (4 if kind == "grouped" else 2, 8, 8), tmp_path)
     with pytest.raises(FlowError, match=message) as e:
         m.transform(passes.CheckSupported())
     assert "node '" in str(e.value)
+
+
+def test_float_scales_pass_the_check_for_lowering(tmp_path):
+    """Brevitas' float-scaled defaults are accepted here; LowerFloatScales makes them integer thresholds."""
+    m = _qonnx(_brevitas_net(float_scale=True), (2, 8, 8), tmp_path)
+    m.transform(passes.CheckSupported())
+    assert passes.is_float_scaled(m)
+    assert not passes.is_float_scaled(_qonnx(_brevitas_net(), (2, 8, 8), tmp_path))
 
 
 def test_unquantized_input_is_refused(tmp_path):
