@@ -12,7 +12,9 @@ FUSE ?= 1
 BUILD_ARGS := --model $(MODEL) -n $(N) --weight-bits $(W) --act-bits $(A) --backend $(BACKEND) \
 	$(if $(filter 0 no false,$(FUSE)),--no-fuse) $(ARGS)
 
-.PHONY: help hls csim train test bench synth models clean venv fuzz bench-accuracy rtl
+FINN_PLUS ?= finn-plus==1.6.1
+
+.PHONY: help hls csim train test bench synth models clean venv venv-finn fuzz bench-accuracy rtl
 help:
 	@echo "make hls MODEL=convnet [N=1000|all]  build the HLS project and verify it bit-exact in csim"
 	@echo "make hls MODEL=convnet FUSE=0        the same without the fused conv+ReLU kernels (for comparison)"
@@ -24,6 +26,7 @@ help:
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
 	@echo "make rtl MODEL=mlp_tiny [N=all]      Verilog (da4ml) == golden in Verilator, yosys LUT/FF/CARRY/DSP counts"
+	@echo "make hls MODEL=mlp BACKEND=finn      FINN: every stage == golden, FINN's estimates (installs the finn extra)"
 	@echo "make models | make clean             list models | remove build/"
 	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(FLOW) hls --help"
 
@@ -35,7 +38,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-hls: venv
+# FINN backend (BACKEND=finn): the finn extra first, then finn-plus itself with --no-deps, because its own pins
+# (onnx, onnxruntime, protobuf, brevitas) conflict with this project's (docs/finn.md)
+venv-finn: $(VENV)/.installed-finn
+$(VENV)/.installed-finn: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,finn]'
+	$(PY) -m pip install -q --no-deps $(FINN_PLUS)
+	@touch $@
+
+hls: venv $(if $(filter finn,$(BACKEND)),venv-finn)
 	$(FLOW) hls $(BUILD_ARGS)
 
 csim: venv

@@ -46,6 +46,11 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
     """
     check_identifier(name, "build name")
     cfg = config or BuildConfig(model=name)
+    if cfg.backend == "finn":  # FINN runs its own ordered steps (fpga_flow/finn_flow.py) -> out_dir/<name>_finn
+        from . import backends
+        return backends.get("finn").build(module, input_shape, name=name, out_dir=out_dir, config=cfg,
+                                          images=images, labels=labels, checkpoint=checkpoint, progress=progress,
+                                          start_step=start_step, stop_step=stop_step, reverify=reverify)
     x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
     state = flow.State(cfg=cfg, name=name, module=module.eval(), input_shape=tuple(input_shape),
                        out_dir=Path(out_dir) / name, x=x, labels=y, checkpoint=checkpoint, progress=progress)

@@ -43,7 +43,10 @@ def _build_args(p: argparse.ArgumentParser, steps: bool) -> None:
     p.add_argument("--act-bits", type=int, default=4, help="activation bit width, 2..8 (default 4)")
     p.add_argument("--input-bits", type=int, default=8, help="input quantizer bit width (default 8)")
     p.add_argument("--checkpoint", help="checkpoint to build from (default: the shipped one for the bit widths)")
-    p.add_argument("--backend", default="hls4ml", help="hardware backend (default: hls4ml)")
+    p.add_argument("--backend", default="hls4ml", help="hardware backend: hls4ml (default) or finn (needs the finn "
+                   "extra: make venv-finn; writes build/<model>_finn/)")
+    p.add_argument("--target-fps", type=int, default=None, metavar="FPS",
+                   help="finn backend: throughput target for FINN's folding, frames/s (default 10000)")
     p.add_argument("--io-type", default="io_stream", choices=("io_stream", "io_parallel"),
                    help="hls4ml I/O style (default io_stream, for conv models)")
     p.add_argument("--part", default="xc7z020clg400-1", help="FPGA part (default: PYNQ-Z2 xc7z020clg400-1)")
@@ -66,10 +69,13 @@ def _build_args(p: argparse.ArgumentParser, steps: bool) -> None:
 
 def _config(a: argparse.Namespace):
     from .config import BuildConfig
+    if getattr(a, "target_fps", None) and a.backend != "finn":
+        raise FlowError("--target-fps sets FINN's folding: it applies to --backend finn only")
     return BuildConfig(model=a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
                        backend=a.backend, io_type=a.io_type, part=a.part, clock_ns=a.clock_ns,
                        reuse_factor=a.reuse_factor, fuse=a.fuse, n_images=a.images, stock_check_images=a.stock_check,
-                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint)
+                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint,
+                       extra={"target_fps": a.target_fps} if getattr(a, "target_fps", None) else {})
 
 
 def cmd_hls(a: argparse.Namespace, reverify: bool = False) -> int:
@@ -77,7 +83,11 @@ def cmd_hls(a: argparse.Namespace, reverify: bool = False) -> int:
     t0 = time.perf_counter()
     rep = api.build_zoo(_config(a), start_step=a.start_step, stop_step=a.stop_step, progress=not a.quiet,
                         reverify=reverify)
-    if rep:
+    if rep and rep.get("backend") == "finn":
+        from .backends import finn_report
+        print(finn_report.summary(rep))
+        print(f"report: build/{rep['model']}_finn/report.md ({time.perf_counter() - t0:.1f} s)")
+    elif rep:
         print(report.summary(rep))
         print(f"report: build/{rep['model']}/report.md ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -144,6 +154,9 @@ def cmd_rtl(a: argparse.Namespace) -> int:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from . import bench
+    if a.backend == "finn":
+        raise FlowError("`bench` measures the hls4ml flow; the FINN backend's report (make hls BACKEND=finn) "
+                        "already holds its step times and FINN's estimates")
     return bench.main(a)
 
 

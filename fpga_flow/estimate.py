@@ -18,7 +18,7 @@ import numpy as np
 # hls4ml layer attributes the model needs; copied into plan_info's rows by the backend
 GEOMETRY = ("in_height", "in_width", "n_chan", "n_filt", "filt_height", "filt_width", "stride_height",
             "stride_width", "out_height", "out_width", "pool_height", "pool_width", "n_in", "n_partitions",
-            "reuse_factor", "strategy", "implementation", "activation", "pool_op")
+            "reuse_factor", "strategy", "implementation", "activation", "pool_op", "n_thr")
 
 # --- assumptions (each one is named in docs/estimates.md) ---
 DSP_MIN_OPERAND_BITS = 11  # a product goes to DSP48 when both operands are at least this wide; else LUTs
@@ -31,7 +31,7 @@ RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 MAC_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "FusedConv2DReLU",
                "DepthwiseConv1D", "DepthwiseConv2D")
 ALIAS_CLASSES = ("Reshape",)
-MODELLED_OTHER = ("Activation", "Pooling1D", "Pooling2D", "Reshape")  # cheap: compare/select/cast only  # io_stream: the output stream is the input stream (`auto& x = y`)
+MODELLED_OTHER = ("Activation", "Pooling1D", "Pooling2D", "Reshape", "FpgaFlowRequant")  # cheap: compare/select/cast only  # io_stream: the output stream is the input stream (`auto& x = y`)
 
 # available resources of parts we know (AMD Zynq-7000 product selection guide / DS190: XC7Z020)
 PARTS = {"xc7z020": {"lut": 53200, "ff": 106400, "dsp": 220, "bram18k": 280}}
@@ -168,6 +168,9 @@ def _other_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
         model = f"stream: one word per cycle, {in_words} word(s) per image"
         if row["class"] not in MODELLED_OTHER:
             model += f"; {row['class']}: its logic (tables, arithmetic) is not modelled: resources 0"
+        if row["class"] == "FpgaFlowRequant":  # one word (all channels of a pixel) per cycle
+            res["lut"] += _requant_luts(row, g, int(g.get("n_chan", 1)))
+            model += "; thresholds: n_chan x n_thr constant comparators and a count per channel"
         if row["class"].startswith("Pooling") and "pool_height" in g:
             ph, iw, ch = int(g["pool_height"]), int(g.get("in_width", 1)), int(g.get("n_filt", 1))
             res["lut"] += (ph - 1) * ch * width * math.ceil(iw / SRL_DEPTH)
@@ -176,8 +179,17 @@ def _other_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
         interval, latency = 1, 1
         model = "io_parallel: fully unrolled, registered output"
         res["ff"] += math.prod(shape) * width if shape else 0
+        if row["class"] == "FpgaFlowRequant":
+            res["lut"] += _requant_luts(row, g, math.prod(shape) if shape else 1)
     return {"interval_cycles": interval, "latency_cycles": latency, "depth": latency - interval + 1,
             "resources": res, "model": model}
+
+
+def _requant_luts(row: dict, g: dict, values: int) -> int:
+    """Thresholds of ``values`` accumulators in parallel: per threshold a compare with a constant, ~w/2 LUT6
+    on the carry chain for a w-bit accumulator, plus ~1 LUT per threshold for counting the results."""
+    w = type_width(row.get("input")) or 16
+    return values * int(g.get("n_thr", 1)) * (math.ceil(w / 2) + 1)
 
 
 def _fifo(depth: int, width: int) -> dict:

@@ -12,8 +12,14 @@ def _hls4ml() -> ModuleType:
     return hls4ml_backend
 
 
-# name -> loader of a module exposing make_plan(model, cfg, name) -> (BuildPlan, info dict)
-BACKENDS = {"hls4ml": _hls4ml}
+def _finn() -> ModuleType:
+    from . import finn_backend
+    return finn_backend
+
+
+# name -> loader of a module exposing make_plan(model, cfg, name) -> (BuildPlan, info dict);
+# finn runs its own flow instead (build(), fpga_flow/finn_flow.py), routed there by api.build
+BACKENDS = {"hls4ml": _hls4ml, "finn": _finn}
 
 
 def get(name: str) -> ModuleType:

@@ -73,6 +73,8 @@ def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR
             part=cfg.part, clock_period=cfg.clock_ns, hls_config=hlscfg)
     fused = fuse_conv_relu.apply(hm) if cfg.fuse else []
     info = derive_precisions(hm, cfg)
+    with _quiet():  # configs rendered during conversion name the types as they were then (e.g. a bias type)
+        hm.apply_flow(f"{hm.config.backend.name.lower()}:apply_templates")
     for row in info:  # which hls4ml layers each fused kernel replaced
         row.update(next(({"fused_from": f["from"]} for f in fused if f["layer"] == row["layer"]), {}))
     hm.config.config["Stamp"] = hashlib.sha256(repr(info).encode()).hexdigest()[:8]
@@ -99,6 +101,9 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
                 p = b.type.precision               # fixed-point bias of a last layer): the accumulator takes it
                 acc_frac = max(acc_frac, int(p.width - p.integer))
             b_codes = None if b is None else precision.to_codes(b.data, acc_frac, f"{layer.name} bias")
+            if b is not None and not np.any(b.data):  # no bias: hls4ml's default type (fixed<16,6>, shared name
+                b.type.name = f"bias{layer.index}_t"  # model_default_t) would keep the exact csim kernel off
+                b.type.precision = _hls_fixed(precision.Fixed(1, 1 - acc_frac, True))
             acc = precision.accumulator(x, w_codes, w_frac, b_codes, frac=acc_frac)
             narrow = int(cfg.extra.get("narrow_accum_by", 0))  # fault injection, for tests only
             if narrow:
@@ -123,6 +128,9 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
                 layer.types["accum_t"].precision = copy.deepcopy(p)
             out_var.type.precision = copy.deepcopy(p)
             row["result"] = str(_fixed_of(p))
+        elif cls == hls4ml_requant.LAYER:  # reads the exact accumulator the layer before was given
+            hls4ml_requant.finalize(layer)
+            row.update(input=str(_fixed_of(in_var.type.precision)), result=str(out_var.type.precision))
         elif cls == hls4ml_ext.LOG_SOFTMAX:  # sized from its input, the exact logits type set just before
             row.update(hls4ml_ext.finalize_log_softmax(layer, _fixed_of(in_var.type.precision), _hls_fixed))
         else:

@@ -13,6 +13,7 @@ import numpy as np
 from onnx import helper
 
 from ..codegen import TEMPLATES, render
+from ..errors import FlowError
 from ..precision import Fixed, signed_width
 
 LAYER = "FpgaFlowRequant"
@@ -37,6 +38,20 @@ def parse_requant(node, input_names, input_shapes, graph) -> dict:
 def out_type(layer) -> Fixed:
     bits = int(layer.get_attr("out_bits"))
     return Fixed(bits, bits, bool(layer.get_attr("out_signed")))
+
+
+def integer_input(layer) -> bool:
+    p = layer.get_input_variable().type.precision
+    return int(p.width) == int(p.integer)
+
+
+def finalize(layer) -> None:
+    """After ``derive_precisions`` gave the layer before its exact accumulator type: check that it is an
+    integer (the kernel compares ``acc.to_int64()``) and render the config struct for good."""
+    if not integer_input(layer):
+        raise FlowError(f"{layer.name}: its input {layer.get_input_variable().type.precision} is not an integer "
+                        "accumulator")
+    layer.set_attr("config_cpp", config_cpp(layer, f"config{layer.index}"))
 
 
 def config_cpp(layer, config: str) -> str:
@@ -79,6 +94,8 @@ def register() -> None:
             super().__init__(FpgaFlowRequant)
 
         def format(self, node):
+            if not integer_input(node):  # hls4ml's own flows run before the exact types: finalize() renders it
+                return f'#error "Requant {node.name}: accumulator type not final (fpga_flow derive_precisions)"\n'
             return config_cpp(node, f"config{node.index}")
 
     class FunctionTemplate(FunctionCallTemplate):

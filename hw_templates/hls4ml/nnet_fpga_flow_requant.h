@@ -20,10 +20,13 @@ struct requant_config {
 
 template <class acc_T, class out_T, typename CONFIG_T> out_T requant_value(acc_T acc, unsigned c) {
     #pragma HLS INLINE
+    // the accumulator holds an integer (its type has no fraction bits): compare it as one; the upper
+    // bits of the 64-bit value are copies of its sign and are optimized away in synthesis
+    const long long a = acc.to_int64();
     ap_uint<CONFIG_T::count_width> n = 0;
     for (unsigned k = 0; k < CONFIG_T::n_thr; k++) {
         #pragma HLS UNROLL
-        if (acc >= CONFIG_T::threshold(c, k))
+        if (a >= CONFIG_T::threshold(c, k))
             n++;
     }
     typename CONFIG_T::code_t code = CONFIG_T::base(c);

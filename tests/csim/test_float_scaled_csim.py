@@ -92,3 +92,18 @@ def test_extreme_inputs_reach_the_accumulator_bounds_and_nothing_wraps(tmp_path,
     with pytest.raises(VerificationError, match="NOT bit-exact"):
         api.build(net, fsn.input_shape(net), name="ext", out_dir=tmp_path / "out", config=narrow, images=x,
                   progress=False)
+
+
+@pytest.mark.parametrize("name,bits", [("convnet_bn", 4), ("mlp_bn", 2)])
+def test_shipped_float_scaled_checkpoint_bit_exact(name, bits, tmp_path):
+    """The zoo's Brevitas-defaults models (float scales, BatchNorm) from their shipped checkpoints."""
+    cfg = BuildConfig(model=name, n_images=200, stock_check_images=20, weight_bits=bits, act_bits=bits)
+    rep = api.build_zoo(cfg, out_dir=tmp_path, progress=False)
+    assert rep["exact_matches"] == rep["n_images"] == 200 and rep["max_abs_diff"] == 0.0
+    assert all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
+    ag = rep["float_scaled"]["brevitas_float_agreement"]
+    assert ag["agree"] == 200 and ag["n_unexplained"] == 0  # as on all 10,000 (README)
+    assert rep["accuracy"]["csim"] == rep["accuracy"]["quantized"] > 0.95
+    assert rep["output"]["kind"] == "logits (float-scaled)"
+    layers = rep["float_scaled"]["layers"]
+    assert [r["kind"] for r in layers[:-1]] == ["requant"] * (len(layers) - 1) and all(r["batchnorm"] for r in layers[:-1])
