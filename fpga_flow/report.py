@@ -19,13 +19,13 @@ def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
     last = (fs or {}).get("layers", [{}])[-1]
     if last.get("kind", "").startswith("final"):
         scales = ", ".join(f"{v:.6g}" for v in sorted(set(last["output_scale"]))[:4])
-        per = "per output" if last["per_channel_scale"] else ""
+        per = " (one scale per output)" if last["per_channel_scale"] else ""
         bias = (f" plus its float bias rounded to a 2^-{last['bias_frac_bits']} grid in units of that scale"
                 if last["bias_frac_bits"] is not None else "")
         return {"kind": "logits (float-scaled)", "type": info.get("output_type"),
                 "frac_bits": info.get("output_frac_bits"), "scale": last["output_scale"],
                 "note": f"The hardware ends at the last layer's integer accumulator{bias}; logit = output x "
-                        f"{scales} {per}. Accuracies below are argmax of the logits."}
+                        f"{scales}{per}. Accuracies below are argmax of the logits."}
     if not ls:
         return {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
                 "note": LOGITS_NOTE}
