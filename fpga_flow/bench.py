@@ -45,6 +45,9 @@ def _hls(args: list[str], env: dict) -> tuple[float, dict]:
 def main(a) -> int:
     if getattr(a, "fusion", False):
         return fusion(a)
+    if getattr(a, "hls4ml_native", False):
+        from . import hls4ml_native
+        return hls4ml_native.bench(a)
     n = a.images
     args = ["--model", a.model, "-n", str(n or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
             str(a.act_bits), "--backend", a.backend, "--io-type", a.io_type, "--stock-check", str(a.stock_check)]

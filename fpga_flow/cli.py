@@ -225,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--fusion", action="store_true",
                    help="instead: build the model fused and with --no-fuse, compare kernels, streams and csim "
                         "images/s; adds its row to docs/bench/fusion.md")
+    b.add_argument("--hls4ml-native", action="store_true",
+                   help="instead: stock hls4ml (QONNX path, its default precisions) on the model, logits against "
+                        "Brevitas' float forward beside fpga_flow's build/<model>; adds its row to "
+                        "docs/bench/hls4ml_native.md")
     b.set_defaults(func=cmd_bench)
     s = sub.add_parser("synth", help="vendor C synthesis (needs Vitis HLS); exit 2 without it",
                        description="Vitis HLS C synthesis (and with --vivado, Vivado logic synthesis) of the project "

@@ -173,13 +173,7 @@ def step_golden(state: State) -> State:
               for dev in golden.reference_devices(state.cfg.device)]
     checks.append(compare.exact(f"QONNX channels-last vs QONNX{what}", state.ref["qonnx_channels_last"],
                                 state.ref["qonnx"][:k]))
-    state.comparisons += checks
-    np.savez_compressed(state.path("golden.npz"), **state.ref)
-    bad = [c for c in checks if not c.ok]
-    if bad:
-        raise VerificationError("the references disagree before any hardware was generated:\n  "
-                                + "\n  ".join(c.line() for c in bad))
-    return state
+    return _golden_done(state, checks)
 
 
 def _golden_float_scaled(state: State) -> State:
@@ -206,6 +200,11 @@ def _golden_float_scaled(state: State) -> State:
     logits = out * final.final_scale if final.chain is None else out
     state.float_agreement, more = agreement.compare(low, trace, state.module, state.x, hw_in, logits)
     checks += more
+    return _golden_done(state, checks)
+
+
+def _golden_done(state: State, checks: list) -> State:
+    """Record the reference checks and the references; stop if any disagree."""
     state.comparisons += checks
     np.savez_compressed(state.path("golden.npz"), **state.ref)
     bad = [c for c in checks if not c.ok]
