@@ -229,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: stock hls4ml (QONNX path, its default precisions) on the model, logits against "
                         "Brevitas' float forward beside fpga_flow's build/<model>; adds its row to "
                         "docs/bench/hls4ml_native.md")
+    b.add_argument("--build-dir", help="with --hls4ml-native: folder holding fpga_flow's <model>/ build to contrast "
+                   "(default: build/)")
     b.set_defaults(func=cmd_bench)
     s = sub.add_parser("synth", help="vendor C synthesis (needs Vitis HLS); exit 2 without it",
                        description="Vitis HLS C synthesis (and with --vivado, Vivado logic synthesis) of the project "

@@ -200,23 +200,24 @@ def _failing_node(e: BaseException) -> dict:
 
 
 def fpga_flow_figures(model: str, weight_bits: int, act_bits: int, input_bits: int, ref: np.ndarray | None,
-                      labels: np.ndarray | None) -> dict:
-    """The same figures for fpga_flow's own build in build/<model>/ (its csim logits on the first N images
-    against Brevitas' float forward), or why they are not available."""
-    d = REPO / "build" / model
+                      labels: np.ndarray | None, build_dir: str | os.PathLike | None = None) -> dict:
+    """The same figures for fpga_flow's own build in <build_dir>/<model>/ (default build/; its csim logits on the
+    first N images against Brevitas' float forward), or why they are not available."""
+    d = Path(build_dir or REPO / "build") / model
+    shown = os.path.relpath(d.resolve(), REPO) if d.resolve().is_relative_to(REPO) else str(d)
     path = d / "report.json"
     if not path.is_file():
-        return {"status": "absent", "note": f"build/{model}/report.json not found: run `make hls MODEL={model} "
-                f"W={weight_bits} A={act_bits}` first"}
+        return {"status": "absent", "build": shown, "note": f"{shown}/report.json not found: run "
+                f"`make hls MODEL={model} W={weight_bits} A={act_bits} N=all` first"}
     rep = json.loads(path.read_text())
     c = rep.get("config", {})
-    out = {"status": "ok", "checkpoint": rep.get("checkpoint"), "report_n_images": rep.get("n_images"),
+    out = {"status": "ok", "build": shown, "checkpoint": rep.get("checkpoint"), "report_n_images": rep.get("n_images"),
            "report_exact_matches": rep.get("exact_matches"), "report_accuracy": rep.get("accuracy"),
            "golden": next((x["name"] for x in rep.get("comparisons", []) if x["name"].startswith("HLS csim")), None)}
     if (c.get("weight_bits"), c.get("act_bits"), c.get("input_bits")) != (weight_bits, act_bits, input_bits) \
             or c.get("checkpoint"):
-        return {"status": "other model",
-                "note": f"build/{model}/report.json is W{c.get('weight_bits')}A{c.get('act_bits')} with "
+        return {"status": "other model", "build": shown,
+                "note": f"{shown}/report.json is W{c.get('weight_bits')}A{c.get('act_bits')} with "
                         f"{c.get('input_bits')}-bit input from {rep.get('checkpoint')}, not W{weight_bits}A{act_bits} "
                         f"with {input_bits}-bit input from the shipped checkpoint: run "
                         f"`make hls MODEL={model} W={weight_bits} A={act_bits} N=all` first"}
@@ -231,7 +232,7 @@ def fpga_flow_figures(model: str, weight_bits: int, act_bits: int, input_bits: i
     logits = csim[:len(ref)].astype(np.float64) * (np.asarray(scale, np.float64) if scale is not None else 1.0)
     out.update(_figures(logits, ref, labels))
     kind = (rep.get("output") or {}).get("kind", "logits")
-    out["note"] = (f"csim outputs ({kind}) of build/{model}, first {len(ref)} of its {rep.get('n_images')} images"
+    out["note"] = (f"csim outputs ({kind}) of {shown}, first {len(ref)} of its {rep.get('n_images')} images"
                    + (", times the output scale in report.json" if scale is not None else ""))
     return out
 
@@ -247,7 +248,8 @@ def bench(a) -> int:
             ref, labels = z["brevitas"], z["labels"]
     elif "brevitas" in res:
         ref, labels = _brevitas_again(a, n)
-    res["fpga_flow"] = fpga_flow_figures(a.model, a.weight_bits, a.act_bits, a.input_bits, ref, labels)
+    res["fpga_flow"] = fpga_flow_figures(a.model, a.weight_bits, a.act_bits, a.input_bits, ref, labels,
+                                         getattr(a, "build_dir", None))
     res["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
     res["date"] = time.strftime("%Y-%m-%d")
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.is_file() else {}
@@ -286,11 +288,14 @@ def markdown(rows: dict) -> str:
              "cleanup), `config_from_onnx_model(granularity=\"name\", backend=\"Vitis\")` with hls4ml's default "
              "precisions, `convert_from_onnx_model(io_type=\"io_stream\")`, `compile()`, `predict()` on the first N "
              "MNIST test images (the float image, channels-last: hls4ml implements the input Quant itself). "
-             "fpga_flow: its csim logits from `build/<model>/` (`make hls`) on the same images. Both compared with "
+             "fpga_flow: its csim logits from `build/<model>/` (`make hls`; another folder with `--build-dir`) on "
+             "the same images. Both compared with "
              "Brevitas' float forward on the CPU: max |logit difference|, images whose logits are equal (`==`), "
              "images with the same argmax, accuracy. fpga_flow's golden is its integer-accumulator reference "
              "(`==` on every image, see its report); Brevitas' float32 forward sums rounded float products, so "
-             "its float-scaled logits differ from that reference in the last bits.", "",
+             "its float-scaled logits differ from that reference in the last bits. Rows with power-of-two scales "
+             "are controls of this harness (stock hls4ml on a model it supports).",
+             "",
              "| model | scales | N | design | status | max abs logit diff | logits `==` | argmax agreement "
              "| accuracy | Brevitas accuracy | wall (s) |",
              "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -303,7 +308,7 @@ def markdown(rows: dict) -> str:
         lines.append(f"| {key} | {sc} | {h.get('n', r['n_images'])} | stock hls4ml {r['hls4ml_version']} | {status} | "
                      f"{_cols(h)} | {bacc} | {r['wall_s']:.1f} |")
         f = r.get("fpga_flow", {})
-        lines.append(f"| {key} | {sc} | {f.get('n', '-')} | fpga_flow (`build/{r['model']}`) | "
+        lines.append(f"| {key} | {sc} | {f.get('n', '-')} | fpga_flow (`{f.get('build', 'build/' + r['model'])}`) | "
                      f"{f.get('status', '-')} | {_cols(f)} | {bacc} | - |")
         if r["status"] != "ok":
             c = r["crash"]
