@@ -48,15 +48,14 @@ class Requant(CustomOp):
 
     def execute_node(self, context, graph):
         node = self.onnx_node
+        from .requant import Thresholds
         T, base, direction = threshold_arrays(self)
         acc = context[node.input[0]]
         a = np.asarray(acc, dtype=np.int64)
         if not np.array_equal(a, acc):
             raise ValueError(f"{node.name}: accumulator input is not integer")
-        count = np.zeros(a.shape, dtype=np.int64)
-        for k in range(T.shape[1]):
-            count += a >= T[:, k]
-        context[node.output[0]] = (base + direction * count).astype(np.float32)
+        th = Thresholds(T=T, base=base, direction=direction, sentinel=int(T.max(initial=0)), checked="")
+        context[node.output[0]] = th.apply(a).astype(np.float32)
 
     def verify_node(self):
         return []

@@ -32,6 +32,14 @@ from .flow import REPO
 OUT_JSON = REPO / "docs" / "bench" / "hls4ml_native.json"
 
 
+def portable(text: str) -> str:
+    """A traceback without this machine's paths (it is committed): site-packages and the repository root."""
+    import sysconfig
+    for prefix, name in ((sysconfig.get_paths()["purelib"], "<site-packages>"), (str(REPO), "<repo>")):
+        text = text.replace(prefix, name)
+    return text
+
+
 def _figures(logits: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> dict:
     """Max abs logit difference, argmax agreement and accuracy of ``logits`` against Brevitas' ``ref``."""
     logits = np.asarray(logits, np.float64).reshape(ref.shape)
@@ -146,7 +154,7 @@ def run(model: str, weight_bits: int = 4, act_bits: int = 4, n: int = 1000, inpu
     except Exception as e:  # hls4ml / qonnx raise anything; the crash is the finding
         res["status"] = "crashed"
         res["crash"] = {"step": step, "type": type(e).__name__, "message": str(e)[:2000],
-                        "traceback_tail": traceback.format_exc()[-3000:], **_failing_node(e)}
+                        "traceback_tail": portable(traceback.format_exc()[-3000:]), **_failing_node(e)}
         say(f"crashed in {step}: {type(e).__name__}: {str(e)[:300]}")
     res["wall_s"] = round(time.perf_counter() - t_all, 2)
     return res

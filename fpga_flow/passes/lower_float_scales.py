@@ -73,8 +73,6 @@ class Lowered:
         """Images -> the integer input codes the hardware receives (Brevitas' input quantizer)."""
         return self.input_quant.codes(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy().astype(np.float32)
 
-    def chains(self) -> dict[str, Layer]:
-        return {lay.node: lay for lay in self.layers}
 
 
 def _attrs(node) -> dict:
@@ -175,7 +173,7 @@ class _Lowering:
         self.done: set[str] = set()  # nodes a layer's lowering already took care of (its chain, its pools)
         self.layers: list[Layer] = []
 
-    def single_consumer(self, tensor: str, where: str):
+    def single_consumer(self, tensor: str):
         cons = self.m.find_consumers(tensor) or []
         if len(cons) != 1:
             return None
@@ -243,7 +241,7 @@ class _Lowering:
         tensor, bn, relu = node.output[0], None, False
         chain_nodes, pools = [], []
         while True:
-            nxt = self.single_consumer(tensor, where)
+            nxt = self.single_consumer(tensor)
             if nxt is None or tensor in [o.name for o in m.graph.output]:
                 break
             if nxt.op_type == "MaxPool":  # kept, on the accumulator: exact if the requantization never decreases
@@ -286,7 +284,7 @@ class _Lowering:
         # no quantizer: allowed only as the model's last layer, [layer -> bias] -> graph output
         outputs = [o.name for o in m.graph.output]
         if tensor not in outputs:
-            nxt = self.single_consumer(tensor, where)
+            nxt = self.single_consumer(tensor)
             what = f"node {nxt.name!r} ({nxt.op_type})" if nxt is not None else "more than one consumer"
             raise FlowError(f"{where}: its output is not requantized (next: {what}); float-scaled layers need "
                             "[bias] -> [BatchNorm] -> [ReLU] -> quantizer after them, or must be the last layer")
