@@ -19,13 +19,13 @@ help:
 	@echo "make hls MODEL=convnet [N=1000|all]  build the HLS project and verify it bit-exact in csim"
 	@echo "make hls MODEL=convnet FUSE=0        the same without the fused conv+ReLU kernels (for comparison)"
 	@echo "make csim MODEL=convnet N=5000       re-verify the existing project"
-	@echo "make train MODEL=convnet             quantization-aware training -> models/checkpoints/"
+	@echo "make train MODEL=convnet             quantization-aware training -> build/checkpoints/"
 	@echo "make test                            the test suite (no vendor tools needed)"
 	@echo "make fuzz N=500                      random models through the flow: exact or refused, never wrong"
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
-	@echo "make rtl MODEL=mlp_tiny [N=all]      Verilog (da4ml) == golden in Verilator, yosys LUT/FF/CARRY/DSP counts"
+	@echo "make hls MODEL=mlp_tiny BACKEND=rtl   our Verilog (da4ml) == golden in Verilator, yosys counts (= make rtl)"
 	@echo "make hls MODEL=mlp BACKEND=finn      FINN: every stage == golden, FINN's estimates (installs the finn extra)"
 	@echo "make models | make clean             list models | remove build/"
 	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(FLOW) hls --help"
@@ -63,18 +63,18 @@ fuzz: venv
 	$(FLOW) fuzz -n $(N) --seed $(or $(SEED),0) --log build/fuzz-failures.jsonl $(ARGS)
 
 bench: venv
-	$(FLOW) bench $(BUILD_ARGS)
+	$(FLOW) bench $(BUILD_ARGS) --doc-dir docs/bench
 
 # MNIST accuracy of every training recipe -> docs/bench/accuracy.md (rows already measured in build/accuracy are kept)
 bench-accuracy: venv
-	nice -n 10 $(FLOW) bench-accuracy $(ARGS)
+	nice -n 10 $(FLOW) bench-accuracy --doc docs/bench/accuracy.md $(ARGS)
 
 synth: venv
 	$(FLOW) synth --model $(MODEL) $(ARGS)
 
-# open RTL path for dense models: Verilog, Verilator simulation (==), yosys synth_xilinx counts
+# the rtl backend (same as make hls BACKEND=rtl): Verilog, Verilator simulation (==), yosys synth_xilinx counts
 rtl: venv
-	nice -n 5 $(FLOW) rtl $(BUILD_ARGS)
+	nice -n 5 $(FLOW) rtl $(filter-out --backend $(BACKEND),$(BUILD_ARGS))
 
 models: venv
 	@$(FLOW) models

@@ -3,6 +3,8 @@
 from .config import BuildConfig
 from .errors import FlowError, VerificationError
 
+__version__ = "0.1.0"
+
 
 def build(*args, **kwargs):
     """See :func:`fpga_flow.api.build` (imported lazily: torch and hls4ml are slow to import)."""
@@ -11,10 +13,9 @@ def build(*args, **kwargs):
 
 
 def build_rtl(*args, **kwargs):
-    """See :func:`fpga_flow.rtl_flow.build_rtl`: Verilog of a dense model, Verilator ``==`` golden, yosys counts."""
-    from .rtl_flow import build_rtl as _build_rtl
+    """``build`` with ``backend="rtl"`` and its options: see :func:`fpga_flow.backends.rtl.build_rtl`."""
+    from .backends.rtl import build_rtl as _build_rtl
     return _build_rtl(*args, **kwargs)
 
 
 __all__ = ["BuildConfig", "FlowError", "VerificationError", "build", "build_rtl"]
-__version__ = "0.1.0"

@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data, flow, zoo
+from . import backends, data, runner, zoo
 from .config import BuildConfig, check_identifier
 from .errors import FlowError
+from .resources import DEFAULT_OUT, shown
+from .train import load_checkpoint
 
 
 def _inputs(input_shape: tuple[int, ...], n: int, data_path: str | None, images: np.ndarray | None,
@@ -38,25 +40,34 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
           config: BuildConfig | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
           checkpoint: dict | None = None, start_step: str | None = None, stop_step: str | None = None,
           progress: bool = True, reverify: bool = False) -> dict:
-    """Build and verify any supported Brevitas module; returns the report (also in out_dir/name/report.json).
+    """Build and verify any supported Brevitas module with the configured backend; returns the report (also in
+    ``out_dir/<name><backend suffix>/report.json``).
 
     Raises ``FlowError`` for anything the user can fix (unsupported layer, bad
     config, missing tool) and ``VerificationError`` if the hardware is not
-    bit-exact; in both cases the previous build in ``out_dir/name`` is kept.
+    bit-exact; in both cases the previous build is kept.
     """
     check_identifier(name, "build name")
     cfg = config or BuildConfig(model=name)
-    if cfg.backend == "finn":  # FINN runs its own ordered steps (fpga_flow/finn_flow.py) -> out_dir/<name>_finn
-        from . import backends
-        return backends.get("finn").build(module, input_shape, name=name, out_dir=out_dir, config=cfg,
-                                          images=images, labels=labels, checkpoint=checkpoint, progress=progress,
-                                          start_step=start_step, stop_step=stop_step, reverify=reverify)
+    backend = backends.get(cfg.backend)
+    backend.require()  # before any work: a missing tool is exit 2 with the install command
+    out = Path(out_dir) / (name + backend.suffix)
+    if reverify:
+        if backend.reverify is None:
+            raise FlowError(f"`csim` (re-verify an existing build) does not apply to the {backend.name} backend: "
+                            f"build again with more images (`make hls MODEL={name} BACKEND={backend.name} N=...`)")
+        if not (out / "report.json").is_file():
+            raise FlowError(f"no build in {out} to re-verify: run `make hls MODEL={name}` first")
+        steps = list(backend.reverify)
+    else:
+        steps = runner.select(list(backend.steps), start_step, stop_step)
     x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
-    state = flow.State(cfg=cfg, name=name, module=module.eval(), input_shape=tuple(input_shape),
-                       out_dir=Path(out_dir) / name, x=x, labels=y, checkpoint=checkpoint, progress=progress)
-    if reverify and not (state.out_dir / "hls").is_dir():
-        raise FlowError(f"no project in {state.out_dir} to re-verify: run `make hls MODEL={name}` first")
-    state = flow.run(state, start_step, stop_step, steps=flow.REVERIFY_STEPS if reverify else None)
+    state = runner.State(cfg=cfg, name=name + backend.suffix, module=module.eval(), input_shape=tuple(input_shape),
+                         out_dir=out, x=x, labels=y, checkpoint=checkpoint, progress=progress,
+                         backend=backend.new_state(cfg))
+    # a re-verification starts mid-flow on the existing build: it resumes from it like --start-step
+    all_steps = list(backend.steps) if not reverify else [None, *steps]
+    state = runner.run(state, steps, all_steps, restore=None if reverify else backend.restore)
     return state.report or {}
 
 
@@ -64,20 +75,16 @@ def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_
               stop_step: str | None = None, progress: bool = True, reverify: bool = False) -> dict:
     """Build a model of ``models/`` from its shipped (or given) checkpoint."""
     module, input_shape, checkpoint = zoo_module(cfg)
-    return build(module, input_shape, name=cfg.model, out_dir=out_dir or flow.REPO / "build", config=cfg,
+    return build(module, input_shape, name=cfg.model, out_dir=out_dir or DEFAULT_OUT, config=cfg,
                  checkpoint=checkpoint, start_step=start_step, stop_step=stop_step, progress=progress,
                  reverify=reverify)
 
 
 def zoo_module(cfg: BuildConfig) -> tuple[nn.Module, tuple[int, ...], dict]:
     """(quantized module loaded from its checkpoint, INPUT_SHAPE, {"path", "card"}) of a zoo model."""
-    from .train import load_checkpoint
     mod = zoo.load(cfg.model)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     module, card = load_checkpoint(cfg.model, cfg.checkpoint, cfg.weight_bits, cfg.act_bits, cfg.input_bits)
     path = Path(cfg.checkpoint) if cfg.checkpoint else zoo.checkpoint_path(cfg.model, cfg.weight_bits, cfg.act_bits)
-    try:
-        shown = str(path.resolve().relative_to(flow.REPO))
-    except ValueError:
-        shown = str(path)
-    return module, tuple(mod.INPUT_SHAPE), {"path": shown, "card": card}
+    shown_path = shown(path) if cfg.checkpoint else f"{zoo.SHIPPED_PREFIX}{path.name}"
+    return module, tuple(mod.INPUT_SHAPE), {"path": shown_path, "card": card}

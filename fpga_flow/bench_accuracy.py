@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 from . import zoo
+from .resources import DEFAULT_OUT
+from .toolchain import cpu_name
 
-REPO = Path(__file__).resolve().parent.parent
-OUT_DIR = REPO / "build" / "accuracy"
-DOC = REPO / "docs" / "bench" / "accuracy.md"
+OUT_DIR = DEFAULT_OUT / "accuracy"
+DOC = DEFAULT_OUT / "bench" / "accuracy.md"  # `make bench-accuracy` writes the committed docs/bench/accuracy.md
 
 # name -> (description, run kwargs, target accuracy or None). ``epochs`` None = the --epochs value.
 ROWS: dict[str, tuple[str, dict, float | None]] = {
@@ -62,7 +63,7 @@ def run_row(name: str, a: argparse.Namespace, out_dir: Path) -> dict:
         from . import prune
         acc = train.evaluate(model, test.images, test.labels, input_shape=zoo.load(a.model).INPUT_SHAPE)
         return dict(card, test_accuracy=acc,
-                    source=str(shipped.relative_to(REPO)), sparsity=prune.sparsity(model))
+                    source=zoo.SHIPPED_PREFIX + shipped.name, sparsity=prune.sparsity(model))
     kw: dict = dict(weight_bits=w, act_bits=act, epochs=a.epochs, augment=spec.get("augment"), out=out)
     if spec.get("kd"):
         teacher = out_dir / "float.pt"
@@ -120,11 +121,6 @@ def verify_hls(name: str, a: argparse.Namespace, out_dir: Path) -> dict:
     return card
 
 
-def _cpu_name() -> str:
-    from .bench import _cpu
-    return _cpu()
-
-
 def _fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -135,7 +131,7 @@ def table(out_dir: Path) -> str:
     lines = ["# MNIST test accuracy (10,000 images) of the training recipes", "",
              "Written by `make bench-accuracy` (`python -m fpga_flow bench-accuracy`) from the cards in",
              "`build/accuracy/`. Adam, batch 64, cosine lr to 0, seed 0, deterministic kernels;",
-             f"machine: {_cpu_name()} ({platform.machine()}), {os.cpu_count()} cores shared with other jobs,",
+             f"machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} cores shared with other jobs,",
              f"torch {torch.__version__} on the CPU, 1 thread. Minutes are the training loop's wall clock on",
              "that shared machine, so indicative only.", "",
              "| row | recipe | epochs | augment | test accuracy | target | met | train min | notes |",
@@ -217,7 +213,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--data", help="folder with the MNIST IDX files")
     p.add_argument("--out-dir", default=str(OUT_DIR), help="checkpoints and cards (default build/accuracy)")
-    p.add_argument("--doc", default=str(DOC), help="table to write (default docs/bench/accuracy.md)")
+    p.add_argument("--doc", default=str(DOC), help="table to write (default build/bench/accuracy.md; make bench-accuracy: docs/bench/accuracy.md)")
     p.add_argument("--force", action="store_true", help="re-run rows that already have a card")
     p.add_argument("--verify-hls", type=int, default=1000, metavar="N",
                    help="build the pruned rows through hls4ml + g++ csim on N images and record exactness and "

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
+from pathlib import Path
 
+from . import __version__, backends, resources
+from .config import BuildConfig
 from .errors import FlowError
+
+DEFAULTS = BuildConfig()  # every default of a build flag is read from here (one place)
 
 EPILOG = """\
 examples:
   fpga-flow hls --model convnet                 build, verify on 1000 MNIST test images, report
   fpga-flow hls --model convnet -n all          verify on all 10,000 test images
   fpga-flow csim --model convnet -n 5000        re-verify the existing project (no re-generation)
-  fpga-flow train --model convnet               quantization-aware training -> models/checkpoints/
-  fpga-flow models                              list the models in models/
+  fpga-flow hls --model mlp_tiny --backend rtl  our own Verilog, Verilator == golden, yosys counts
+  fpga-flow hls --model convnet --out /tmp/b    build somewhere else than ./build
+  fpga-flow train --model convnet               quantization-aware training -> build/checkpoints/
+  fpga-flow models                              list the shipped models
 
 exit codes: 0 verified; 1 usage or input error; 2 missing tool; 3 NOT bit-exact.
-outputs: build/<model>/hls (Vitis HLS project), build/<model>/report.{json,md,png}.
+outputs: <out>/<model>[_finn|_rtl]/ (default out: ./build): the project, report.{json,md,png}.
+caches: compiled simulators in the user cache folder ($FPGA_FLOW_CACHE or --cache-dir overrides it).
 data: MNIST IDX files from --data, $FPGA_FLOW_DATA, or ../shared/data/mnist.
 """
 
@@ -34,67 +44,80 @@ def _n(value: str) -> int:
     return n
 
 
-def _build_args(p: argparse.ArgumentParser, steps: bool) -> None:
-    from .flow import STEP_NAMES
-    p.add_argument("--model", "-m", default="convnet", help="model file in models/ (default: convnet)")
-    p.add_argument("-n", "--images", type=_n, default=1000, metavar="N",
-                   help="MNIST test images to verify, or 'all' (default: 1000)")
-    p.add_argument("--weight-bits", type=int, default=4, help="weight bit width, 2..8 (default 4)")
-    p.add_argument("--act-bits", type=int, default=4, help="activation bit width, 2..8 (default 4)")
-    p.add_argument("--input-bits", type=int, default=8, help="input quantizer bit width (default 8)")
+def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True) -> None:
+    d = DEFAULTS
+    p.add_argument("--model", "-m", default=d.model, help=f"a shipped model (fpga-flow models; default {d.model})")
+    p.add_argument("-n", "--images", type=_n, default=d.n_images, metavar="N",
+                   help=f"MNIST test images to verify, or 'all' (default: {d.n_images})")
+    p.add_argument("--weight-bits", type=int, default=d.weight_bits, help=f"weight bit width, 2..8 (default {d.weight_bits})")
+    p.add_argument("--act-bits", type=int, default=d.act_bits, help=f"activation bit width, 2..8 (default {d.act_bits})")
+    p.add_argument("--input-bits", type=int, default=d.input_bits, help=f"input quantizer bit width (default {d.input_bits})")
     p.add_argument("--checkpoint", help="checkpoint to build from (default: the shipped one for the bit widths)")
-    p.add_argument("--backend", default="hls4ml", help="hardware backend: hls4ml (default) or finn (needs the finn "
-                   "extra: make venv-finn; writes build/<model>_finn/)")
-    p.add_argument("--target-fps", type=int, default=None, metavar="FPS",
-                   help="finn backend: throughput target for FINN's folding, frames/s (default 10000)")
-    p.add_argument("--io-type", default="io_stream", choices=("io_stream", "io_parallel"),
-                   help="hls4ml I/O style (default io_stream, for conv models)")
-    p.add_argument("--part", default="xc7z020clg400-1", help="FPGA part (default: PYNQ-Z2 xc7z020clg400-1)")
-    p.add_argument("--clock-ns", type=float, default=10.0, help="target clock period in ns (default 10)")
-    p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (default 1)")
+    if backend:
+        p.add_argument("--backend", default=d.backend, choices=backends.names(),
+                       help=f"hardware backend (default {d.backend}); finn needs `make venv-finn`; "
+                            "builds land in <out>/<model>[_finn|_rtl]/")
+        p.add_argument("--target-fps", type=int, default=None, metavar="FPS",
+                       help="finn backend: throughput target for FINN's folding, frames/s (default 10000)")
+    p.add_argument("--io-type", default=d.io_type, choices=("io_stream", "io_parallel"),
+                   help=f"hls4ml I/O style (default {d.io_type}, for conv models)")
+    p.add_argument("--part", default=d.part, help=f"FPGA part (default: PYNQ-Z2 {d.part})")
+    p.add_argument("--clock-ns", type=float, default=d.clock_ns, help=f"target clock period in ns (default {d.clock_ns:g})")
+    p.add_argument("--reuse-factor", type=int, default=d.reuse_factor, help=f"hls4ml reuse factor (default {d.reuse_factor})")
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="keep hls4ml's separate Conv2D and ReLU layers (default: fuse conv + ReLU + requantization "
                         "into one kernel, and pool after the ReLU)")
-    p.add_argument("--stock-check", type=int, default=100, metavar="K",
-                   help="also run the first K images through hls4ml's unmodified csim (default 100; 0 = off)")
-    p.add_argument("--workers", type=int, default=0, help="parallel csim processes (default: one per core)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    p.add_argument("--stock-check", type=int, default=d.stock_check_images, metavar="K",
+                   help=f"also run the first K images through hls4ml's unmodified csim (default {d.stock_check_images}; 0 = off)")
+    p.add_argument("--workers", type=int, default=d.workers, help="parallel csim processes (default: one per core)")
+    p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
                    help="torch reference devices: auto = CPU, plus CUDA when available")
     p.add_argument("--data", help="folder with the MNIST IDX files")
+    p.add_argument("--out", default=str(resources.DEFAULT_OUT), metavar="DIR",
+                   help="folder the build goes into, as DIR/<model>[suffix]/ (default: ./build)")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled simulators (default: the user cache folder, "
+                   f"or ${resources.CACHE_ENV})")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     if steps:
-        p.add_argument("--start-step", choices=STEP_NAMES, help="resume from this step (earlier artifacts reused)")
-        p.add_argument("--stop-step", choices=STEP_NAMES, help="stop after this step")
+        p.add_argument("--start-step", metavar="STEP", help="resume from this step (the partial build in "
+                       "<out>/<model>.partial/, else the build itself, gives the earlier artifacts)")
+        p.add_argument("--stop-step", metavar="STEP", help="stop after this step; the result goes to "
+                       "<out>/<model>.partial/ and never replaces the build")
 
 
-def _config(a: argparse.Namespace):
-    from .config import BuildConfig
-    if getattr(a, "target_fps", None) and a.backend != "finn":
-        raise FlowError("--target-fps sets FINN's folding: it applies to --backend finn only")
+def _config(a: argparse.Namespace, **extra) -> BuildConfig:
+    backend = getattr(a, "backend", DEFAULTS.backend)
+    if getattr(a, "target_fps", None):
+        if backend != "finn":
+            raise FlowError("--target-fps sets FINN's folding: it applies to --backend finn only")
+        extra["target_fps"] = a.target_fps
+    if a.cache_dir:
+        os.environ[resources.CACHE_ENV] = str(Path(a.cache_dir).resolve())
     return BuildConfig(model=a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
-                       backend=a.backend, io_type=a.io_type, part=a.part, clock_ns=a.clock_ns,
+                       backend=backend, io_type=a.io_type, part=a.part, clock_ns=a.clock_ns,
                        reuse_factor=a.reuse_factor, fuse=a.fuse, n_images=a.images, stock_check_images=a.stock_check,
-                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint,
-                       extra={"target_fps": a.target_fps} if getattr(a, "target_fps", None) else {})
+                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint, extra=extra)
 
 
-def cmd_hls(a: argparse.Namespace, reverify: bool = False) -> int:
-    from . import api, report
+def _build(cfg: BuildConfig, a: argparse.Namespace, reverify: bool = False) -> int:
+    from . import api
     t0 = time.perf_counter()
-    rep = api.build_zoo(_config(a), start_step=a.start_step, stop_step=a.stop_step, progress=not a.quiet,
-                        reverify=reverify)
-    if rep and rep.get("backend") == "finn":
-        from .backends import finn_report
-        print(finn_report.summary(rep))
-        print(f"report: build/{rep['model']}_finn/report.md ({time.perf_counter() - t0:.1f} s)")
-    elif rep:
-        print(report.summary(rep))
-        print(f"report: build/{rep['model']}/report.md ({time.perf_counter() - t0:.1f} s)")
+    rep = api.build_zoo(cfg, out_dir=a.out, start_step=getattr(a, "start_step", None),
+                        stop_step=getattr(a, "stop_step", None), progress=not a.quiet, reverify=reverify)
+    if rep:
+        backend = backends.get(cfg.backend)
+        print(backend.summary(rep))
+        where = resources.shown(Path(a.out) / (cfg.model + backend.suffix) / "report.md")
+        print(f"report: {where} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
+def cmd_hls(a: argparse.Namespace) -> int:
+    return _build(_config(a), a)
+
+
 def cmd_csim(a: argparse.Namespace) -> int:
-    return cmd_hls(a, reverify=True)
+    return _build(_config(a), a, reverify=True)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -105,9 +128,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     augment = None if a.augment == "none" else a.augment
     if a.float:
         from . import distill
+        out = Path(a.out) if a.out else distill.float_checkpoint_path(a.model)
         card = distill.train_float(a.model, epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
-                                   augment=augment, progress=not a.quiet)
-        print(f"{a.model} float: test accuracy {card['test_accuracy']:.2%} in {card['train_seconds']:.0f} s")
+                                   augment=augment, progress=not a.quiet, out=out)
+        print(f"{a.model} float: test accuracy {card['test_accuracy']:.2%} in {card['train_seconds']:.0f} s; "
+              f"checkpoint written to {out}")
         return 0
     extra = {}
     if a.lr is not None:
@@ -133,30 +158,29 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
-    from . import synth
-    vendor = synth.synthesize(a.model, a.build_dir or synth.DEFAULT_BUILD, part=a.part, clock_ns=a.clock_ns,
-                              vivado=a.vivado, progress=not a.quiet)
+    from .backends.hls4ml import report, synth  # `synth` is Vitis HLS synthesis of an hls4ml project
+    root = a.build_dir or synth.DEFAULT_BUILD
+    vendor = synth.synthesize(a.model, root, part=a.part, clock_ns=a.clock_ns, vivado=a.vivado,
+                              progress=not a.quiet)
+    report.add_vendor(Path(root) / a.model, vendor)
     print(synth.summary(a.model, vendor))
     print(f"report: build/{a.model}/report.json (hw.vendor); logs in build/{a.model}/{synth.SYNTH_DIR}/")
     return 0
 
 
 def cmd_rtl(a: argparse.Namespace) -> int:
-    from . import rtl_flow
-    t0 = time.perf_counter()
-    rep = rtl_flow.build_rtl_zoo(_config(a), synth=a.synth, fault="default" if a.inject_fault else None,
-                                 jobs=a.jobs, synth_timeout_s=a.synth_timeout,
-                                 mapper="abc9" if a.yosys_abc9 else "abc", progress=not a.quiet)
-    print(rtl_flow.summary(rep))
-    print(f"report: build/{rep['model']}{rtl_flow.SUFFIX}/report.md (hw.rtl; {time.perf_counter() - t0:.1f} s)")
-    return 0
+    """`rtl` = `hls --backend rtl` with that backend's options."""
+    a.backend = "rtl"
+    cfg = _config(a, synth=a.synth, fault="default" if a.inject_fault else None, jobs=a.jobs,
+                  synth_timeout_s=a.synth_timeout, mapper="abc9" if a.yosys_abc9 else "abc")
+    return _build(cfg, a)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from . import bench
-    if a.backend == "finn":
-        raise FlowError("`bench` measures the hls4ml flow; the FINN backend's report (make hls BACKEND=finn) "
-                        "already holds its step times and FINN's estimates")
+    from .backends.hls4ml import bench  # `bench` times the hls4ml flow (its csim and steps), by definition
+    if a.backend != "hls4ml":
+        raise FlowError(f"`bench` measures the hls4ml flow; the {a.backend} backend's report (make hls "
+                        f"BACKEND={a.backend}) already holds its step times and its cost figures")
     return bench.main(a)
 
 
@@ -176,18 +200,28 @@ def cmd_fuzz(a: argparse.Namespace) -> int:
     return 3 if bad & {"silently_wrong", "not_exact"} else 1 if bad else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (the README's "usage or input error"), not argparse's 2 ("missing tool" here)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fpga-flow", description="Quantization-aware PyTorch (Brevitas) models to "
+    p = _Parser(prog="fpga-flow", description="Quantization-aware PyTorch (Brevitas) models to "
                                 "FPGA hardware (hls4ml / Vitis HLS), proven bit-exact in C simulation.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    h = sub.add_parser("hls", help="export, convert, write the HLS project, verify it in csim, report")
+    p.add_argument("--version", action="version", version=f"fpga-flow {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
+    h = sub.add_parser("hls", help="export, convert, generate the hardware with --backend, verify it ==, report",
+                       description="Backends: " + "; ".join(f"{n}: {backends.get_about(n)}" for n in backends.names()))
     _build_args(h, steps=True)
     h.set_defaults(func=cmd_hls)
     c = sub.add_parser("csim", help="re-verify an existing project on N images (no re-generation)")
     _build_args(c, steps=False)
     c.set_defaults(func=cmd_csim, start_step=None, stop_step=None)
-    t = sub.add_parser("train", help="quantization-aware training on MNIST; writes models/checkpoints/")
+    t = sub.add_parser("train", help="quantization-aware training on MNIST; writes build/checkpoints/")
     t.add_argument("--model", "-m", default="convnet")
     t.add_argument("--weight-bits", type=int, default=4)
     t.add_argument("--act-bits", type=int, default=4)
@@ -204,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="folder with the MNIST IDX files")
     t.add_argument("--quiet", "-q", action="store_true")
     t.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
-    t.add_argument("--out", help="checkpoint path (default models/checkpoints/<model>_w<W>a<A>[tag].pt)")
+    t.add_argument("--out", help="checkpoint path (default build/checkpoints/<model>_w<W>a<A>[tag].pt; a shipped "
+                   "checkpoint is never overwritten)")
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, e.g. with --prune)")
     t.add_argument("--prune", choices=("unstructured", "structured"),
                    help="L1 weights | L2 whole output channels of every Conv/Linear (masks kept while training, "
@@ -219,9 +254,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--float", action="store_true",
                    help="train the float seed model instead (the KD teacher) -> <model>_float.pt")
     t.set_defaults(func=cmd_train)
-    b = sub.add_parser("bench", help="measure step wall times and csim/torch throughput; writes docs/bench/")
+    b = sub.add_parser("bench", help="measure step wall times and csim/torch throughput; writes --doc-dir tables")
     _build_args(b, steps=False)
     b.add_argument("--repeat", type=int, default=1, help="timed repetitions of the warm build")
+    b.add_argument("--doc-dir", default=str(resources.DEFAULT_OUT / "bench"),
+                   help="where the tables go (default build/bench; `make bench` writes the committed docs/bench)")
     b.add_argument("--fusion", action="store_true",
                    help="instead: build the model fused and with --no-fuse, compare kernels, streams and csim "
                         "images/s; adds its row to docs/bench/fusion.md")
@@ -249,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
                        "with Verilator on N images and compared with == against the golden reference, then yosys "
                        "synth_xilinx for LUT/FF/CARRY/DSP/BRAM and logic depth. Output: build/<model>_rtl/ "
                        "(report.json hw.rtl, report.md, verilog/).")
-    _build_args(r, steps=False)
+    _build_args(r, steps=True, backend=False)
     r.add_argument("--no-synth", dest="synth", action="store_false", help="skip yosys (simulate and compare only)")
     r.add_argument("--synth-timeout", type=float, help="give up yosys after this many seconds")
     r.add_argument("--jobs", type=int, help="Verilator build jobs (default: one per core)")

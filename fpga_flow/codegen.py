@@ -17,8 +17,9 @@ from pathlib import Path
 import jinja2
 
 from .errors import FlowError
+from .resources import templates_dir
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "hw_templates"
+TEMPLATES = templates_dir()
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, autoescape=False)

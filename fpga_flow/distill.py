@@ -50,7 +50,7 @@ class Normalized(nn.Module):
 
 
 def float_checkpoint_path(model_name: str) -> Path:
-    return zoo.checkpoint_path(model_name, 32, 32).with_name(f"{model_name}_float.pt")
+    return zoo.output_checkpoint_path(model_name, 32, 32).with_name(f"{model_name}_float.pt")
 
 
 def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,

@@ -1,303 +1,120 @@
-"""report.json (read by tools), report.md (read by people) and a picture."""
+"""What every backend's report shares: the common fields of report.json, accuracy, sibling builds.
+
+A backend's own report module adds its ``hw.<name>`` section and its report.md; this module never names a
+backend: sibling builds of the same graph (``<model>_finn``, ``<model>_rtl`` ...) are found through the
+registry, and their sections rendered by their own backend's ``markdown_section``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import platform
 from pathlib import Path
 
 import numpy as np
 
-from . import estimate, rtl_flow, synth
-
-LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). The seed model's last op, "
-               "log_softmax, is monotonic, so the predicted class is the same; accuracies below are argmax "
-               "of the logits.")
+from . import backends
+from .resources import shown
 
 
-def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
-    last = (fs or {}).get("layers", [{}])[-1]
-    if last.get("kind", "").startswith("final"):
-        scales = ", ".join(f"{v:.6g}" for v in sorted(set(last["output_scale"]))[:4])
-        per = " (one scale per output)" if last["per_channel_scale"] else ""
-        bias = (f" plus its float bias rounded to a 2^-{last['bias_frac_bits']} grid in units of that scale"
-                if last["bias_frac_bits"] is not None else "")
-        return {"kind": "logits (float-scaled)", "type": info.get("output_type"),
-                "frac_bits": info.get("output_frac_bits"), "scale": last["output_scale"],
-                "note": f"The hardware ends at the last layer's integer accumulator{bias}; logit = output x "
-                        f"{scales}{per}. Accuracies below are argmax of the logits."}
-    if not ls:
-        return {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
-                "note": LOGITS_NOTE}
-    n = ls["n_images"]
-    note = (f"The generated hardware ends with log_softmax (fixed-point kernel of our own, output type "
-            f"{ls['output_type']}). Its output equals the integer model fpga_flow/log_softmax.py applied to the "
-            f"exact golden logits (`==`); vs float64 torch.log_softmax of those logits the stated bound is "
-            f"{ls['bound']:.6g}, the measured max error {ls['max_abs_error_vs_float64']:.6g} "
-            f"({ls['images_within_bound']}/{n} images within the bound); argmax equals the logits' argmax on "
-            f"{ls['argmax_agreement']}/{n} images ({ls['argmax_ties_in_logits']} with tied maximum logits, "
-            f"counted by first index, which the kernel preserves).")
-    return {"kind": "log_softmax", "type": ls["output_type"], "frac_bits": info.get("output_frac_bits"),
-            "bound": ls["bound"], "max_abs_error": ls["max_abs_error_vs_float64"], "note": note}
-
-
-def _acc(out: np.ndarray | None, labels: np.ndarray | None) -> float | None:
+def accuracy(out: np.ndarray | None, labels: np.ndarray | None) -> float | None:
     if out is None or labels is None:
         return None
     return float((np.asarray(out).reshape(len(labels), -1).argmax(1) == labels).mean())
 
 
-def _logits(state, out: np.ndarray | None) -> np.ndarray | None:
-    """A float-scaled design's output in logit units (its last layer's per-output scale applied)."""
-    low = getattr(state, "lowered", None)
-    if out is None or low is None or low.layers[-1].chain is not None:
-        return out
-    return np.asarray(out).reshape(len(out), -1) * low.layers[-1].final_scale
+def comparisons(state) -> list[dict]:
+    return [{"name": c.name, "n": c.n, "exact_matches": c.exact_matches, "max_abs_diff": c.max_abs_diff,
+             "first_mismatches": c.mismatching_images[:10]} for c in state.comparisons]
 
 
-def _float_scaled(state, info: dict) -> dict | None:
-    if getattr(state, "lowered", None) is None:
-        return None
-    return {"layers": info.get("lowered") or [lay.summary() for lay in state.lowered.layers],
-            "brevitas_float_agreement": state.float_agreement}
+def reference_devices(state) -> list[str]:
+    """Devices whose Brevitas forward was run *and* compared (a device run but not checked is not listed)."""
+    ran = [k.removeprefix("torch_") for k in state.ref if k.startswith("torch_")]
+    checked = state.reference_checks
+    return [d for d in ran if not checked or d in checked]
 
 
-def build_json(state) -> dict:
-    ref, cfg, info = state.ref, state.cfg, state.plan_info or {}
-    main = next(c for c in state.comparisons if c.name.startswith("HLS csim"))
+def common(state, main) -> dict:
+    """The fields every report.json has (DESIGN.md); ``main`` is the hardware-vs-golden comparison."""
     card = (state.checkpoint or {}).get("card") or {}
-    devices = [k.removeprefix("torch_") for k in ref if k.startswith("torch_")]
-    n = len(state.x)
+    devices = reference_devices(state)
     return {
-        "model": state.name,
-        "backend": cfg.backend,
-        "config": cfg.to_json(),
+        "model": state.name.removesuffix(backends.suffix(state.cfg.backend)) or state.name,
+        "backend": state.cfg.backend,
+        "config": state.cfg.to_json(),
         "checkpoint": (state.checkpoint or {}).get("path"),
         "checkpoint_card": card or None,
-        "n_images": n,
+        "n_images": main.n,
         "exact_matches": main.exact_matches,
-        "mismatches": n - main.exact_matches,
+        "mismatches": main.n - main.exact_matches,
         "max_abs_diff": main.max_abs_diff,
         "argmax_agreement": main.argmax_agreement,
-        "accuracy": {"float": card.get("float_accuracy"), "quantized": _acc(ref.get("torch_cpu"), state.labels),
-                     "csim": _acc(_logits(state, ref.get("csim")), state.labels)},
         "reference_device": "cuda" if "cuda" in devices else "cpu",
         "reference_devices": devices,
-        "comparisons": [{"name": c.name, "n": c.n, "exact_matches": c.exact_matches,
-                         "max_abs_diff": c.max_abs_diff, "first_mismatches": c.mismatching_images[:10]}
-                        for c in state.comparisons],
+        "reference_checks": state.reference_checks or None,
+        "comparisons": comparisons(state),
         "first_divergence": state.divergence,
-        "timings_s": state.timings,
-        "csim_samples_per_s": n / state.csim_seconds if state.csim_seconds else None,
+        "timings_s": dict(state.timings),
         "torch_samples_per_s": state.ref_speed.get("cpu"),
         "torch_cuda_samples_per_s": state.ref_speed.get("cuda"),
-        "output": _output(info, getattr(state, "log_softmax", None), _float_scaled(state, info)),
-        "float_scaled": _float_scaled(state, info),
-        "log_softmax": getattr(state, "log_softmax", None),
-        "hw": {"layers": info.get("layers"), "input_type": info.get("input_type"), "part": cfg.part,
-               "clock_ns": cfg.clock_ns, "io_type": cfg.io_type, "fuse": cfg.fuse, "design": info.get("design"),
-               "estimate": estimate.from_plan_info(info, cfg.clock_ns, cfg.io_type, cfg.part),
-               "vendor": synth.load_vendor(state.work, info.get("digest")),  # kept from `make synth` of this project
-               "rtl": rtl_flow.load_rtl(state.out_dir.parent, state.name, state.path("10_clean.onnx")),  # from `make rtl` (build/<name>_rtl/)
-               "finn": _load_finn(state)},  # FINN's estimates of the same graph, from `make hls BACKEND=finn`
-        "project_dir": str(Path("build") / state.name / "hls") if _in_repo(state.out_dir) else str(state.out_dir / "hls"),
-        "digest": info.get("digest"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
 
 
-def _load_finn(state) -> dict | None:
-    """``hw.finn`` of build/<name>_finn when it was built from the byte-identical cleaned graph, else None."""
-    from .finn_flow import load_finn
-    return load_finn(state.out_dir.parent, state.name, state.path("10_clean.onnx"))
+def project_dir(state, sub: str) -> str:
+    return shown(state.out_dir / sub)
 
 
-def finn_markdown(finn: dict | None, model: str) -> list[str]:
-    """FINN's estimates of the same model beside the hls4ml design (a section of report.md)."""
-    if not finn:
-        return []
-    e, o = finn["estimate"], finn["options"]
-    t = e["total"]
-    return ["", f"## FINN's estimates of the same model (`make hls MODEL={model} BACKEND=finn`)", "",
-            f"FINN {finn['finn']}, target {o['target_fps']:,} fps at {o['clock_ns']} ns on {o['part']}: "
-            f"{e['max_cycles']:,} cycles/frame ({e['throughput_fps']:,.0f} frames/s), latency "
-            f"{e['critical_path_cycles']:,} cycles, LUT {t['LUT']:,.0f} / BRAM18K {t['BRAM_18K']:,.0f} / "
-            f"DSP {t['DSP']:,.0f} (FINN's analytic model; details in build/{model}_finn/report.md)."]
+def graph_fingerprint(path: Path) -> str:
+    """sha256 of an ONNX graph's computation (nodes, attributes, initializers, shapes), without the
+    exporter's metadata (source stack traces, line numbers), which changes with unrelated edits."""
+    import onnx
+    m = onnx.load(str(path))
+    for item in [m, m.graph, *m.graph.node, *m.graph.input, *m.graph.output, *m.graph.value_info]:
+        del item.metadata_props[:]
+    return hashlib.sha256(m.graph.SerializeToString()).hexdigest()
 
 
-def _in_repo(p: Path) -> bool:
-    from .flow import REPO
-    try:
-        return p.resolve().parent == (REPO / "build").resolve()
-    except OSError:
-        return False
-
-
-def summary(rep: dict) -> str:
-    acc = rep["accuracy"]
-    refs = " == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX", "HLS csim"])
-    if rep.get("log_softmax"):
-        refs = (" == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX"])
-                + " logits; HLS csim == their LogSoftmax model")
-    fs = rep.get("float_scaled")
-    if fs:
-        ag = fs["brevitas_float_agreement"] or {}
-        refs = (f"integer-accumulator reference == HLS csim; Brevitas' float forward agrees on "
-                f"{ag.get('agree')}/{ag.get('images')}")
-    verdict = "bit-exact" if rep["mismatches"] == 0 else "NOT bit-exact"
-    s = f"{rep['model']}: {rep['exact_matches']}/{rep['n_images']} images {verdict} ({refs})"
-    if acc["quantized"] is not None:
-        s += f"; accuracy quantized {acc['quantized']:.2%} = csim {acc['csim']:.2%}" if acc["quantized"] == acc["csim"] \
-            else f"; accuracy quantized {acc['quantized']:.2%}, csim {acc['csim']:.2%}"
-    return s + f"; project in {rep['project_dir']}"
-
-
-def markdown(rep: dict) -> str:
-    acc, t = rep["accuracy"], rep["timings_s"]
-    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
-    rate = lambda v: "-" if not v else f"{v:,.0f} images/s"  # noqa: E731
-    lines = [f"# {rep['model']}: {'bit-exact' if rep['mismatches'] == 0 else 'NOT bit-exact'}", "",
-             summary(rep), "", f"> {rep['output']['note']}", "",
-             "## Verification (compared with `==`, no tolerance)", "",
-             "| comparison | images | bit-exact | max abs diff |", "|---|---:|---:|---:|"]
-    for c in rep["comparisons"]:
-        lines.append(f"| {c['name']} | {c['n']} | {c['exact_matches']} | {c['max_abs_diff']:g} |")
-    if rep["first_divergence"]:
-        d = rep["first_divergence"]
-        lines += ["", f"**First divergence** (image {d['image']}): layer `{d['layer']}` (tensor `{d['tensor']}`), "
-                      f"{d['n_differ']} of {d['size']} values differ; first at {d['first_index']}: "
-                      f"hls {d['hls']} vs golden {d['golden']}."]
-    if rep.get("log_softmax"):
-        lines += _log_softmax_md(rep["log_softmax"])
-    if rep.get("float_scaled"):
-        lines += _float_scaled_md(rep["float_scaled"])
-    card = rep.get("checkpoint_card") or {}
-    lines += ["", "## Accuracy (MNIST test images used here)", "",
-              "| model | accuracy |", "|---|---:|",
-              f"| float (checkpoint card) | {pct(acc['float'])} |",
-              f"| quantized, Brevitas torch | {pct(acc['quantized'])} |",
-              f"| HLS csim | {pct(acc['csim'])} |", "",
-              (f"Checkpoint: `{rep['checkpoint']}`" if rep["checkpoint"] else "Checkpoint: none (module given to the API)") + (f" (card: test accuracy {pct(card.get('test_accuracy'))} "
-                                                     f"on 10,000 images)" if card else ""), "",
-              "## Layers and exact types", "", "| layer | class | input | weight | accumulator / result | non-zero weights |",
-              "|---|---|---|---|---|---:|"]
-    for r in rep["hw"]["layers"] or []:
-        nz = f"{r['nonzero_weights']}/{r['weights']}" if "weights" in r else ""
-        lines.append(f"| {r['layer']} | {r['class']} | {r.get('input', '')} | {r.get('weight', '')} | "
-                     f"{r.get('accum', r.get('result', ''))} | {nz} |")
-    d = rep["hw"].get("design")
-    if d:
-        fused = [r for r in rep["hw"]["layers"] or [] if r.get("fused_from")]
-        lines += ["", f"Top level: {d['kernel_calls']} kernel calls, {d['internal_streams']} internal streams carrying "
-                      f"{d['stream_bits_per_image']:,} bits per image. "
-                      + ("Fused (conv + ReLU + requantization in one kernel): "
-                         + ", ".join(f"`{r['layer']}` <- {' + '.join(r['fused_from'])}" for r in fused) + "."
-                         if fused else ("No layers fused" + ("" if rep["hw"].get("fuse") else " (`--no-fuse`)") + "."))]
-    lines += estimate.markdown(rep["hw"]) + synth.markdown(rep["hw"])  # hardware cost: estimate, vendor
-    lines += finn_markdown(rep["hw"].get("finn"), rep["model"])
-    lines += ["", "## Speed", "",
-              f"- HLS csim: {rate(rep['csim_samples_per_s'])} (exact integer evaluation, parallel workers)",
-              f"- Brevitas torch CPU: {rate(rep['torch_samples_per_s'])}"]
-    if rep.get("torch_cuda_samples_per_s"):
-        lines.append(f"- Brevitas torch CUDA: {rate(rep['torch_cuda_samples_per_s'])}")
-    lines += ["", "| step | wall time (s) |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in t.items()]
-    lines += ["", f"Total: {sum(t.values()):.1f} s.", "", "## Project", "",
-              f"- directory: `{rep['project_dir']}` (part {rep['hw']['part']}, clock {rep['hw']['clock_ns']} ns, "
-              f"{rep['hw']['io_type']})", f"- digest: `{rep['digest']}`",
-              "- synthesize: `make synth MODEL=" + rep["model"] + "` (needs Vitis HLS), or `vitis_hls -f build_prj.tcl` "
-              "in the project directory", ""]
-    return "\n".join(lines)
-
-
-def _float_scaled_md(fs: dict) -> list[str]:
-    lines = ["", "## Float scales and BatchNorm: integer thresholds (LowerFloatScales)", "",
-             "Each layer's float32 chain (scale, bias, BatchNorm, ReLU, quantizer) became per-channel integer "
-             "thresholds on its exact accumulator. A *fragile* threshold has a float32 margin below the error "
-             "bound of Brevitas' float summation: only there can Brevitas' float forward differ (by one level) "
-             "from the integer-accumulator reference, which the hardware equals.", "",
-             "| layer | channels | output | BatchNorm | ReLU | decreasing channels | thresholds | checked | fragile |",
-             "|---|---:|---|---|---|---:|---:|---|---:|"]
-    for r in fs["layers"]:
-        if r["kind"] != "requant":
-            bias = f"bias on a 2^-{r['bias_frac_bits']} grid" if r["bias_frac_bits"] is not None else "no bias"
-            lines.append(f"| {r['layer']} | | accumulator ({bias}) | | | | | | |")
+def siblings(state) -> dict:
+    """``{backend: hw.<backend>}`` of the other backends' builds of the byte-identical cleaned graph beside
+    this build (same checkpoint, bit widths and passes); another checkpoint's build is not this design's."""
+    found = {}
+    model = state.name.removesuffix(backends.suffix(state.cfg.backend))
+    mine = state.path("10_clean.onnx")
+    for name in backends.names():
+        if name == state.cfg.backend:
             continue
-        out = f"{'int' if r['out_signed'] else 'uint'}{r['out_bits']}"
-        lines.append(f"| {r['layer']} | {r['channels']} | {out} | {'yes' if r['batchnorm'] else 'no'} | "
-                     f"{'yes' if r['relu'] else 'no'} | {r['negative_slope_channels']} | {r['thresholds']} | "
-                     f"{r['checked'].split(' (')[0]} | {r['fragile_thresholds']} |")
-    ag = fs.get("brevitas_float_agreement") or {}
-    if ag.get("agree") is not None:
-        n = ag["images"]
-        lines += ["", f"Brevitas' float forward vs the integer reference: **{ag['agree']}/{n}** images agree "
-                      f"(every activation code equal: {ag['activations_equal']}/{n}; same argmax: "
-                      f"{ag['argmax_equal']}/{n}; max |logit difference| {ag['max_abs_logit_diff']:.3g}). "
-                      f"Disagreements explained by a fragile threshold: {ag['n_explained']}; unexplained: "
-                      f"{ag['n_unexplained']}."]
-        for e in ag["explained"][:10]:
-            lines.append(f"- image {e['image']}: layer `{e['layer']}`, channel {e['channel']}, threshold "
-                         f"{e['threshold_index']} (T = {e['threshold']}, accumulator {e['accumulator']}): Brevitas "
-                         f"{e['brevitas']}, reference {e['reference']}; {e['why']}")
-    elif ag:
-        lines += ["", ag.get("note", "")]
+        d = state.out_dir.parent / (model + backends.suffix(name))
+        try:
+            if graph_fingerprint(d / "10_clean.onnx") != graph_fingerprint(mine):
+                continue
+            found[name] = json.loads((d / "report.json").read_text())["hw"][name]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def siblings_markdown(hw: dict, model: str) -> list[str]:
+    lines = []
+    for name in backends.names():
+        if hw.get(name) and name in hw.get("siblings", ()):
+            lines += backends.get(name).markdown_section(hw[name], model)
     return lines
 
 
-def _log_softmax_md(ls: dict) -> list[str]:
-    k, n = ls["kernel"], ls["n_images"]
-    terms = ", ".join(f"{name} {v:.3g}" for name, v in ls["bound_terms"].items())
-    lines = ["", "## LogSoftmax on chip (vs float `torch.log_softmax`: stated bound, not `==`)", "",
-             f"Kernel: input {k['input_type']} (the logits' exact type), output **{ls['output_type']}**; exp table "
-             f"{k['exp_table']['entries']} x {k['exp_table']['width']} bits (2^-{k['exp_table']['frac_bits']}), "
-             f"log table {k['log_table']['entries']} x {k['log_table']['width']} bits "
-             f"(2^-{k['log_table']['frac_bits']}), sum {k['sum_width']} bits.", "",
-             "| figure | value |", "|---|---:|",
-             f"| stated bound, \|csim - float64 torch.log_softmax(logits)\| | {ls['bound']:.6g} ({terms}) |",
-             f"| measured max error vs float64 | {ls['max_abs_error_vs_float64']:.6g} |",
-             f"| images within the bound | {ls['images_within_bound']}/{n} |"]
-    if "max_abs_error_vs_brevitas_float32" in ls:
-        lines += [f"| measured max error vs Brevitas' float32 output (bound + {ls['float32_slack']:.3g} for float32 "
-                  f"rounding) | {ls['max_abs_error_vs_brevitas_float32']:.6g} |",
-                  f"| images within that | {ls['images_within_bound_float32']}/{n} |"]
-    lines += [f"| argmax csim == argmax logits | {ls['argmax_agreement']}/{n} |",
-              f"| images with tied maximum logits (argmax = first index) | {ls['argmax_ties_in_logits']} |"]
-    return lines
+def _finite(v):
+    """JSON has no NaN/Infinity: such a value is written as null (report.json stays valid JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
-def plot(state, path: Path) -> None:
-    """Per-step wall time and the csim confusion matrix, one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    names, secs = list(state.timings), list(state.timings.values())
-    axes[0].barh(names[::-1], secs[::-1], color="#4477aa")
-    axes[0].set_xlabel("wall time (s)")
-    axes[0].set_title("steps")
-    if state.labels is not None and "csim" in state.ref:
-        k = int(max(state.labels.max(), state.ref["csim"].shape[1] - 1)) + 1
-        cm = np.zeros((k, k), dtype=int)
-        np.add.at(cm, (state.labels, _logits(state, state.ref["csim"]).argmax(1)), 1)
-        axes[1].imshow(np.log1p(cm), cmap="Blues")
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    axes[1].text(j, i, cm[i, j], ha="center", va="center", fontsize=7)
-        axes[1].set_xticks(range(k))
-        axes[1].set_yticks(range(k))
-        axes[1].set_xlabel("csim prediction")
-        axes[1].set_ylabel("label")
-        axes[1].set_title(f"HLS csim confusion ({len(state.labels)} images)")
-    else:
-        axes[1].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def write(state) -> dict:
-    rep = build_json(state)
-    state.path("report.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
-    plot(state, state.path("report.png"))
-    state.path("report.md").write_text(markdown(rep) + "\n![steps and confusion](report.png)\n")
-    return rep
+def dump(rep: dict) -> str:
+    return json.dumps(_finite(rep), indent=1, default=float, allow_nan=False) + "\n"

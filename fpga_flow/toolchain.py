@@ -37,3 +37,15 @@ def find(name: str, required: bool = True) -> Path | None:
         raise FlowError(f"{name} not found on PATH (looked for {', '.join(candidates)}); {how}, "
                         f"or set {env} to its path", exit_code=2)
     return None
+
+
+def cpu_name() -> str:
+    """The processor's model name, for benchmark tables (which machine a figure was measured on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"

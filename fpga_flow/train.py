@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -223,7 +224,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     data_path       MNIST IDX folder (see ``fpga_flow.data``).
     augment         name in ``AUGMENTATIONS`` ('default': small random affine) or None.
     limit           train on the first ``limit`` training images only (tests, smoke runs).
-    out             checkpoint path; default ``zoo.checkpoint_path(name, W, A)``.
+    out             checkpoint path; default ``zoo.output_checkpoint_path(name, W, A)`` (build/checkpoints/).
     progress        tqdm bar per epoch with loss and running accuracy.
     resume          continue from ``<out>.partial`` (written after each epoch) when it
                     exists and was made with the same settings.
@@ -256,7 +257,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         tag += f"_p{round(prune_amount * 100)}{prune[0]}"
     if teacher is not None:
         tag += "_kd"
-    path = Path(out) if out is not None else zoo.checkpoint_path(model_name, weight_bits, act_bits, tag)
+    path = Path(out) if out is not None else zoo.output_checkpoint_path(model_name, weight_bits, act_bits, tag)
     partial = partial_path(path)
     train_split = data.load("train", data_path)
     test_split = data.load("test", data_path)
@@ -381,6 +382,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                 device=device, threads=torch.get_num_threads(), history=history,
                 versions=_versions(), **extra)
     save_checkpoint(model, card, path)
+    print(f"checkpoint written to {path} (and its card {path.with_suffix('.json')})", file=sys.stderr)
     _check_round_trip(model, model_name, path, test_split.images[:1000], (weight_bits, act_bits, input_bits))
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()

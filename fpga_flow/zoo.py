@@ -13,11 +13,13 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import FlowError
+from .resources import DEFAULT_OUT, checkpoints_dir, models_dir
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
+MODELS_DIR = models_dir()
+CHECKPOINTS_DIR = checkpoints_dir()
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 REQUIRED = ("INPUT_SHAPE", "float_model", "quant_model")
+SHIPPED_PREFIX = "models/checkpoints/"  # how reports name a shipped checkpoint (no machine path)
 
 
 def names() -> list[str]:
@@ -38,4 +40,11 @@ def load(name: str) -> ModuleType:
 
 
 def checkpoint_path(name: str, weight_bits: int, act_bits: int, tag: str = "") -> Path:
+    """A shipped checkpoint (package data: read, never written)."""
     return CHECKPOINTS_DIR / f"{name}_w{weight_bits}a{act_bits}{tag}.pt"
+
+
+def output_checkpoint_path(name: str, weight_bits: int, act_bits: int, tag: str = "") -> Path:
+    """Where training writes by default: ``build/checkpoints/`` under the working directory, never over a
+    shipped checkpoint (``--out`` chooses another place)."""
+    return DEFAULT_OUT / "checkpoints" / f"{name}_w{weight_bits}a{act_bits}{tag}.pt"

@@ -1,6 +1,7 @@
 """`make bench`: wall time of every step and of the whole command, cold and warm, and throughput.
 
-Writes docs/bench/<model>.md (the committed table) and docs/bench/<model>.json.
+Writes <doc dir>/<model>.md and <model>.json (``--doc-dir``; default build/bench; `make bench` gives
+docs/bench, the committed tables). Builds go to ``--out`` (default ./build).
 Timings are measured here, never asserted in tests.
 """
 
@@ -17,40 +18,30 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sim
-from .flow import REPO
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from ...toolchain import cpu_name
+from . import csim as sim
+from . import native
 
 
 def _hls(args: list[str], env: dict) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "fpga_flow", "hls", *args, "-q"], env=env, cwd=REPO,
+    p = subprocess.run([sys.executable, "-m", "fpga_flow", "hls", *args, "-q"], env=env,
                        capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"bench: `fpga-flow hls {' '.join(args)}` failed:\n{p.stderr[-2000:]}")
-    model = args[args.index("--model") + 1]
-    return wall, json.loads((REPO / "build" / model / "report.json").read_text())
+    model, out = args[args.index("--model") + 1], args[args.index("--out") + 1]
+    return wall, json.loads((Path(out) / model / "report.json").read_text())
 
 
 def main(a) -> int:
     if getattr(a, "fusion", False):
         return fusion(a)
     if getattr(a, "hls4ml_native", False):
-        from . import hls4ml_native
-        return hls4ml_native.bench(a)
+        return native.bench(a)
     n = a.images
     args = ["--model", a.model, "-n", str(n or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
-            str(a.act_bits), "--backend", a.backend, "--io-type", a.io_type, "--stock-check", str(a.stock_check)]
+            str(a.act_bits), "--backend", a.backend, "--io-type", a.io_type, "--stock-check", str(a.stock_check), "--out", str(a.out)]
     runs = []
     with tempfile.TemporaryDirectory(prefix="fpga_flow_bench_cache_") as cold_cache:
         env = dict(os.environ, **{sim.CACHE_ENV: cold_cache})
@@ -61,8 +52,8 @@ def main(a) -> int:
             runs.append(("warm (csim cached)",) + _hls(args, env))
     rep = runs[-1][2]
     # hls4ml's unmodified csim on the same inputs, for the speed comparison
-    project = REPO / "build" / a.model / "hls"
-    hw_in = np.load(REPO / "build" / a.model / "golden.npz")["hw_input"]
+    project = Path(a.out) / a.model / "hls"
+    hw_in = np.load(Path(a.out) / a.model / "golden.npz")["hw_input"]
     hw_in = np.ascontiguousarray(np.moveaxis(hw_in, 1, -1)) if hw_in.ndim == 4 else hw_in
     k = min(len(hw_in), 1000)
     bins = sim.build(project, rep["digest"], sim.cache_dir(), ("exact", "stock"))
@@ -71,7 +62,7 @@ def main(a) -> int:
     _, t_exact1 = sim.run(bins["exact"], project, hw_in, 1, progress=False)
     result = {
         "model": a.model, "n_images": rep["n_images"], "exact_matches": rep["exact_matches"],
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
         "wall_s": {name: round(w, 2) for name, w, _ in runs},
         "steps_s": {name: r["timings_s"] for name, _, r in runs},
@@ -84,7 +75,7 @@ def main(a) -> int:
             "Brevitas torch CUDA": rep.get("torch_cuda_samples_per_s"),
         },
     }
-    out = REPO / "docs" / "bench"
+    out = Path(a.doc_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.model}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{a.model}.md").write_text(markdown(result))
@@ -108,8 +99,8 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _hw_input(model: str) -> np.ndarray:
-    x = np.load(REPO / "build" / model / "golden.npz")["hw_input"]
+def _hw_input(model: str, out) -> np.ndarray:
+    x = np.load(Path(out) / model / "golden.npz")["hw_input"]
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
 
 
@@ -118,11 +109,11 @@ def fusion(a) -> int:
     args = ["--model", a.model, "-n", str(a.images or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
             str(a.act_bits), "--stock-check", "0"]
     row = {"model": a.model, "date": time.strftime("%Y-%m-%d"),
-           "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()}}
+           "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}}
     for label, extra in (("unfused", ["--no-fuse"]), ("fused", [])):  # fused last: build/<model> stays the default
         print(f"bench: {a.model} {label} ...", file=sys.stderr)
         wall, rep = _hls(args + extra, dict(os.environ))
-        project, x = REPO / "build" / a.model / "hls", _hw_input(a.model)
+        project, x = Path(a.out) / a.model / "hls", _hw_input(a.model, a.out)
         bins = sim.build(project, rep["digest"], sim.cache_dir(), ("exact", "stock"))
         _, t_exact = sim.run(bins["exact"], project, x, 1, progress=False)
         k = min(len(x), 500)
@@ -134,7 +125,7 @@ def fusion(a) -> int:
                       "fused_layers": [r["layer"] for r in rep["hw"]["layers"] if r.get("fused_from")],
                       "csim_exact_1core_images_per_s": round(len(x) / t_exact, 1),
                       "csim_stock_1core_images_per_s": round(k / t_stock, 1)}
-    out = REPO / "docs" / "bench"
+    out = Path(a.doc_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "fusion.json"
     rows = json.loads(path.read_text()) if path.is_file() else {}

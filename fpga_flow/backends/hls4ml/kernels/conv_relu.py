@@ -17,9 +17,11 @@ BatchNorm is not folded here: the flow refuses BatchNorm before conversion (floa
 
 from __future__ import annotations
 
-from ..codegen import TEMPLATES
+from ....codegen import TEMPLATES
+from .base import register_kernel
 
 LAYER = "FusedConv2DReLU"
+COST = "mac"  # a Conv2D with its ReLU and requantization inside
 PASS = "fpga_flow_fuse_conv_relu"
 FLOW = "fpga_flow_fuse"
 HEADER = TEMPLATES / "hls4ml" / "fpga_flow_conv_relu.h"
@@ -106,7 +108,6 @@ def register() -> None:
                     f"({p['input']}, {p['output']}, {node.get_weights('weight').name}, "
                     f"{node.get_weights('bias').name});")
 
-    from ..backends.hls4ml_ext import register_kernel
     register_kernel(LAYER, FusedConv2DReLU, (FusedConfigTemplate, FusedFunctionTemplate), HEADER)
     register_pass(PASS, FuseConvRelu)
     register_flow(FLOW, [PASS])

@@ -15,6 +15,8 @@ import re
 
 import numpy as np
 
+from . import kernels
+
 # hls4ml layer attributes the model needs; copied into plan_info's rows by the backend
 GEOMETRY = ("in_height", "in_width", "n_chan", "n_filt", "filt_height", "filt_width", "stride_height",
             "stride_width", "out_height", "out_width", "pool_height", "pool_width", "n_in", "n_partitions",
@@ -28,10 +30,11 @@ SRL_DEPTH = 32  # one SRLC32E LUT holds a 32-deep, 1-bit shift register
 FIFO_BRAM_MIN_BITS = 1024  # a stream FIFO holding more bits than this goes to block RAM, else SRLs
 FIFO_SRL_MAX_DEPTH = 32  # ... and so does any FIFO deeper than one SRL
 RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))  # depth x width
-MAC_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "FusedConv2DReLU",
-               "DepthwiseConv1D", "DepthwiseConv2D")
-ALIAS_CLASSES = ("Reshape",)
-MODELLED_OTHER = ("Activation", "Pooling1D", "Pooling2D", "Reshape", "FpgaFlowRequant")  # cheap: compare/select/cast only  # io_stream: the output stream is the input stream (`auto& x = y`)
+# hls4ml's own layer classes, then our kernels by the cost kind each declares (kernels/)
+MAC_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D",
+               "DepthwiseConv1D", "DepthwiseConv2D", *kernels.classes("mac"))
+ALIAS_CLASSES = ("Reshape",)  # io_stream: the output stream is the input stream (`auto& x = y`)
+MODELLED_OTHER = ("Activation", "Pooling1D", "Pooling2D", "Reshape", *kernels.classes("cheap"))  # compare/select/cast only
 
 # available resources of parts we know (AMD Zynq-7000 product selection guide / DS190: XC7Z020)
 PARTS = {"xc7z020": {"lut": 53200, "ff": 106400, "dsp": 220, "bram18k": 280}}
@@ -168,7 +171,7 @@ def _other_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
         model = f"stream: one word per cycle, {in_words} word(s) per image"
         if row["class"] not in MODELLED_OTHER:
             model += f"; {row['class']}: its logic (tables, arithmetic) is not modelled: resources 0"
-        if row["class"] == "FpgaFlowRequant":  # one word (all channels of a pixel) per cycle
+        if row["class"] == kernels.requant.LAYER:  # one word (all channels of a pixel) per cycle
             res["lut"] += _requant_luts(row, g, int(g.get("n_chan", 1)))
             model += "; thresholds: n_chan x n_thr constant comparators and a count per channel"
         if row["class"].startswith("Pooling") and "pool_height" in g:
@@ -179,7 +182,7 @@ def _other_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
         interval, latency = 1, 1
         model = "io_parallel: fully unrolled, registered output"
         res["ff"] += math.prod(shape) * width if shape else 0
-        if row["class"] == "FpgaFlowRequant":
+        if row["class"] == kernels.requant.LAYER:
             res["lut"] += _requant_luts(row, g, math.prod(shape) if shape else 1)
     return {"interval_cycles": interval, "latency_cycles": latency, "depth": latency - interval + 1,
             "resources": res, "model": model}

@@ -29,8 +29,9 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
-from ..errors import FlowError
-from . import finn_compat, finn_ties
+from ...errors import FlowError
+from . import compat as finn_compat
+from . import ties as finn_ties
 
 HW_DOMAINS = (finn_compat.HW_DOMAIN, f"{finn_compat.HW_DOMAIN}.hls", f"{finn_compat.HW_DOMAIN}.rtl")
 

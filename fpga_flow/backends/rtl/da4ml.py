@@ -27,7 +27,9 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.general.quant import quant
 
-from .errors import FlowError
+from ... import resources
+from ...errors import FlowError
+from ...precision import to_codes
 
 CACHE_ENV = "FPGA_FLOW_RTL_CACHE"
 TOP = "fpga_flow_rtl"  # Verilog module name of the network
@@ -246,9 +248,8 @@ def default_fault(net: DenseNet) -> tuple[int, int, int, float]:
 # ---------------------------------------------------------------------------------------- Verilator
 
 def cache_dir() -> Path:
-    """Verilated testbench libraries by digest: $FPGA_FLOW_RTL_CACHE, else build/.rtl-cache in the repository."""
-    from . import sim
-    return sim.cache_dir(CACHE_ENV, ".rtl-cache")
+    """Verilated testbench libraries by digest: $FPGA_FLOW_RTL_CACHE, else <user cache>/rtl-cache."""
+    return resources.cache_dir("rtl-cache", os.environ.get(CACHE_ENV))
 
 
 def verilator_env() -> dict[str, str]:
@@ -345,13 +346,11 @@ def io_fracs(comb) -> tuple[int, int]:
 
 def input_codes(comb, hw_input: np.ndarray) -> np.ndarray:
     """The hardware input values (the input quantizer's outputs) as the integer words the design reads."""
-    from .precision import to_codes
     f_in, _ = io_fracs(comb)
     return to_codes(hw_input.reshape(len(hw_input), -1), f_in, "RTL input")
 
 
 def golden_codes(comb, ref: np.ndarray) -> np.ndarray:
-    from .precision import to_codes
     _, f_out = io_fracs(comb)
     return to_codes(ref.reshape(len(ref), -1), f_out, "golden output on the RTL output grid")
 

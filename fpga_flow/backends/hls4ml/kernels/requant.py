@@ -1,6 +1,6 @@
 """The ``Requant`` node (``LowerFloatScales``) in hls4ml: layer ``FpgaFlowRequant`` and its kernel.
 
-Registered through hls4ml's extension API like our other kernels (``hls4ml_ext.register_kernel``): the
+Registered through hls4ml's extension API like our other kernels (``kernels.base.register_kernel``): the
 ONNX handler reads the thresholds from the node's attributes, the layer's output type is the
 activation code (``ap_uint<bits>`` / ``ap_int<bits>`` as fixed point), and the config struct holds the
 tables (hw_templates/hls4ml/fpga_flow_requant_config.h.j2) that ``fpga_flow::requant`` reads
@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from ..codegen import TEMPLATES, render
-from ..errors import FlowError
-from ..precision import Fixed, signed_width
+from ....codegen import TEMPLATES, render
+from ....errors import FlowError
+from ....precision import Fixed, signed_width
+from .base import register_kernel
 
 LAYER = "FpgaFlowRequant"
+COST = "cheap"  # compare and count per value
 HEADER = TEMPLATES / "hls4ml" / "nnet_fpga_flow_requant.h"
 CONFIG_TEMPLATE = "hls4ml/fpga_flow_requant_config.h.j2"
 
@@ -79,7 +81,6 @@ def register() -> None:
     from hls4ml.model.layers import Layer
     from hls4ml.model.types import FixedPrecisionType
 
-    from .hls4ml_ext import register_kernel
 
     class FpgaFlowRequant(Layer):
         """Per-channel thresholds on an integer accumulator; output: the activation code."""

@@ -35,7 +35,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.base import Transformation
 
-from ..errors import FlowError
+from ...errors import FlowError
 
 FINN_DIST, FINN_VERSION = "finn-plus", "1.6.1"
 INSTALL = (f"pip install --no-deps {FINN_DIST}=={FINN_VERSION} && pip install -e '.[finn]'  "

@@ -1,7 +1,7 @@
 """``make hls BACKEND=finn`` / ``fpga-flow hls --backend finn``: FINN's estimate-only build as ordered steps.
 
 The front is the HLS flow's own export and clean steps; then the golden (Brevitas CPU/CUDA == QONNX, the
-logits for a model ending in log_softmax), FINN's stages (``backends/finn_steps.py``), each followed by
+logits for a model ending in log_softmax), FINN's stages (``steps.py``), each followed by
 FINN's Python execution of its graph on every verified image compared with the golden using ``==``, and
 FINN's analytic estimates. Without Vivado/Vitis the flow stops there and says what was not run. It runs in
 the same atomic staging as every build and lands in ``build/<name>_finn/`` (report.json with ``hw.finn``,
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-from torch import nn
 
-from . import compare, flow, golden
-from .config import BuildConfig, check_identifier
-from .errors import FlowError, VerificationError
+from ... import compare, front, golden, report
+from ...config import BuildConfig
+from ...errors import FlowError, VerificationError
+from . import compat, steps as finn_steps
+from . import report as finn_report
 
 SUFFIX = "_finn"
 DEFAULT_TARGET_FPS = 10_000
@@ -37,29 +35,26 @@ OUTPUT_NOTE = ("The FINN design ends at the last layer's integer accumulator; it
 
 
 def options(cfg: BuildConfig):
-    from .backends.finn_steps import FinnOptions
     fps = int(cfg.extra.get("target_fps") or DEFAULT_TARGET_FPS)
     if fps <= 0:
         raise FlowError(f"--target-fps must be positive, got {fps}")
-    return FinnOptions(part=cfg.part, clock_ns=cfg.clock_ns, target_fps=fps)
+    return finn_steps.FinnOptions(part=cfg.part, clock_ns=cfg.clock_ns, target_fps=fps)
 
 
 def _f(state) -> dict:
-    return state.finn
+    return state.backend
 
 
 def step_finn_check(state):
     """FINN importable, the model inside what this path makes exact; refused up front otherwise."""
-    from .backends import finn_compat, finn_steps
-    _f(state)["version"] = finn_compat.require_finn()
-    finn_steps.check_supported(flow._model(state, "clean"))
+    _f(state)["version"] = compat.require_finn()
+    finn_steps.check_supported(front.model(state, "clean"))
     return state
 
 
 def step_finn_golden(state):
     """Brevitas (CPU, CUDA) == QONNX on the logits; the hardware input codes."""
-    from .backends import finn_steps
-    clean = flow._model(state, "clean")
+    clean = front.model(state, "clean")
     ends_in_ls = golden.final_log_softmax(clean) is not None
     logits = golden.logits_graph(clean)
     devices = golden.reference_devices(state.cfg.device)
@@ -106,7 +101,6 @@ def _save(state, stage: str) -> None:
 
 def _verify(state, stage: str) -> None:
     """FINN's Python execution of this stage's graph on every image == the golden."""
-    from .backends import finn_steps
     f = _f(state)
     t0 = time.perf_counter()
     out = finn_steps.execute(f["design"], f["codes"], workers=state.cfg.workers)
@@ -118,9 +112,8 @@ def _verify(state, stage: str) -> None:
 def _stage(name: str, run):
     """A flow step: run one FINN stage on the current design (FINN's log kept), save it, verify it."""
     def step(state):
-        from .backends import finn_compat, finn_steps
         f = _f(state)
-        with finn_compat.finn_log(f["log"]), warnings.catch_warnings():
+        with compat.finn_log(f["log"]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # qonnx/FINN warn about opsets and layouts on every graph
             try:
                 f["design"] = run(f["design"], f["opts"], state.path("finn"))
@@ -145,15 +138,13 @@ def _stage(name: str, run):
 
 def _finn_stages() -> list:
     """One flow step per FINN stage (importing finn_steps imports no FINN module: that happens in the stages)."""
-    from .backends.finn_steps import STAGES as stages
-    return [_stage(name, run) for name, run in stages]
+    return [_stage(name, run) for name, run in finn_steps.STAGES]
 
 
 def step_finn_estimates(state):
     """FINN's analytic resource and cycle estimates of the folded dataflow (its step_generate_estimate_reports)."""
-    from .backends import finn_compat, finn_report
     f = _f(state)
-    with finn_compat.finn_log(f["log"]), warnings.catch_warnings():
+    with compat.finn_log(f["log"]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         f["estimate"] = finn_report.estimates(f["design"].model, f["opts"].part, f["opts"].clock_ns)
     (state.path("finn") / "estimates.json").write_text(json.dumps(f["estimate"], indent=1) + "\n")
@@ -161,7 +152,6 @@ def step_finn_estimates(state):
 
 
 def hw_finn(state) -> dict:
-    from .backends import finn_report
     f = _f(state)
     o, spec, design = f["opts"], f["input"], f["design"]
     stages = [c for c in state.comparisons if c.name.startswith("FINN ")]
@@ -191,90 +181,57 @@ def hw_finn(state) -> dict:
 
 
 def step_finn_report(state):
-    from .backends import finn_report
-    from .report import _acc
     f = _f(state)
     main = state.comparisons[-1]
-    devices = [k.removeprefix("torch_") for k in state.ref if k.startswith("torch_")]
-    card = (state.checkpoint or {}).get("card") or {}
     hw = hw_finn(state)
-    rep = {
-        "model": state.name.removesuffix(SUFFIX), "backend": "finn", "config": state.cfg.to_json(),
-        "checkpoint": (state.checkpoint or {}).get("path"), "checkpoint_card": card or None,
-        "n_images": main.n, "exact_matches": main.exact_matches, "mismatches": main.n - main.exact_matches,
-        "max_abs_diff": main.max_abs_diff, "argmax_agreement": main.argmax_agreement,
-        "accuracy": {"float": card.get("float_accuracy"), "quantized": _acc(state.ref.get("torch_cpu"), state.labels),
-                     "finn": _acc(f["out"], state.labels)},
-        "reference_device": "cuda" if "cuda" in devices else "cpu", "reference_devices": devices,
-        "comparisons": [{"name": c.name, "n": c.n, "exact_matches": c.exact_matches, "max_abs_diff": c.max_abs_diff,
-                         "first_mismatches": c.mismatching_images[:10]} for c in state.comparisons],
-        "timings_s": dict(state.timings),  # the steps before this one
+    rep = report.common(state, main)
+    card = rep["checkpoint_card"] or {}
+    rep.update({
+        "accuracy": {"float": card.get("float_accuracy"),
+                     "quantized": report.accuracy(state.ref.get("torch_cpu"), state.labels),
+                     "finn": report.accuracy(f["out"], state.labels)},
         "csim_samples_per_s": None,  # no C simulation in the FINN path (its cppsim needs Vitis HLS)
         "finn_python_samples_per_s": main.n / f["exec_s"]["minimize_bit_width"] if f["exec_s"].get(
             "minimize_bit_width") else None,
-        "torch_samples_per_s": state.ref_speed.get("cpu"),
         "output": {"kind": "logits_of_log_softmax" if f["ends_in_log_softmax"] else "logits",
                    "note": OUTPUT_NOTE_LS if f["ends_in_log_softmax"] else OUTPUT_NOTE},
         "hw": {"part": state.cfg.part, "clock_ns": state.cfg.clock_ns, "finn": hw},
-        "project_dir": f"build/{state.name}/finn" if _in_repo(state.out_dir) else str(state.out_dir / "finn"),
+        "project_dir": report.project_dir(state, "finn"),
         "digest": hw["dataflow_digest"],
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
-    }
+    })
     np.savez_compressed(state.path("finn.npz"), finn=f["out"], finn_ties_up=f["control_out"], codes=f["codes"])
-    state.path("report.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
+    state.path("report.json").write_text(report.dump(rep))
     state.path("report.md").write_text(finn_report.markdown(rep))
     state.report = rep
     return state
 
 
-def _in_repo(p: Path) -> bool:
-    try:
-        return p.resolve().parent == (flow.REPO / "build").resolve()
-    except OSError:
-        return False
+class FinnState(dict):
+    """The FINN steps' shared state: ``opts``, ``log``, ``saved``, ``exec_s`` from the start, then what each
+    FINN stage reports (its ``Design.info`` keys, which FINN's transformations decide), hence a dict."""
 
 
-STEPS = [flow.step_export, flow.step_clean, step_finn_check, step_finn_golden, *_finn_stages(),
+def new_state(cfg: BuildConfig) -> FinnState:
+    return FinnState(opts=options(cfg), log=[], saved=[], exec_s={})
+
+
+def restore(state) -> None:
+    raise FlowError("the finn backend cannot resume at a later step (FINN's in-memory design is not saved "
+                    "between its stages): run it from the start")
+
+
+def markdown_section(finn: dict | None, model: str) -> list[str]:
+    """FINN's estimates of the same model beside another backend's design (a section of its report.md)."""
+    if not finn:
+        return []
+    e, o = finn["estimate"], finn["options"]
+    t = e["total"]
+    return ["", f"## FINN's estimates of the same model (`make hls MODEL={model} BACKEND=finn`)", "",
+            f"FINN {finn['finn']}, target {o['target_fps']:,} fps at {o['clock_ns']} ns on {o['part']}: "
+            f"{e['max_cycles']:,} cycles/frame ({e['throughput_fps']:,.0f} frames/s), latency "
+            f"{e['critical_path_cycles']:,} cycles, LUT {t['LUT']:,.0f} / BRAM18K {t['BRAM_18K']:,.0f} / "
+            f"DSP {t['DSP']:,.0f} (FINN's analytic model; details in {model}_finn/report.md)."]
+
+
+STEPS = [front.step_export, front.step_clean, step_finn_check, step_finn_golden, *_finn_stages(),
          step_finn_estimates, step_finn_report]
-STEP_NAMES = [s.__name__.removeprefix("step_") for s in STEPS]
-
-
-def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", out_dir: str | os.PathLike = "build",
-          config: BuildConfig | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
-          checkpoint: dict | None = None, progress: bool = True, start_step: str | None = None,
-          stop_step: str | None = None, reverify: bool = False) -> dict:
-    """FINN's Python execution verified (``==``) at every stage and FINN's estimates, for any Brevitas model
-    the path supports; the report lands in ``out_dir/<name>_finn/report.json`` under ``hw.finn``."""
-    from .api import _inputs
-    if start_step or stop_step:
-        raise FlowError("--start-step/--stop-step are not supported by the finn backend (it runs all its steps: "
-                        + ", ".join(STEP_NAMES) + ")")
-    if reverify:
-        raise FlowError("`csim` does not apply to the finn backend (no C simulation without Vitis HLS); "
-                        f"re-run `make hls MODEL={name} BACKEND=finn N=...` to verify on more images")
-    check_identifier(name, "build name")
-    from .backends.finn_compat import require_finn
-    require_finn()  # before any work: a missing FINN is exit 2 with the install commands
-    cfg = config or BuildConfig(model=name, backend="finn")
-    x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
-    state = flow.State(cfg=cfg, name=name + SUFFIX, module=module.eval(), input_shape=tuple(input_shape),
-                       out_dir=Path(out_dir) / (name + SUFFIX), x=x, labels=y, checkpoint=checkpoint,
-                       progress=progress)
-    state.finn = {"opts": options(cfg), "log": [], "saved": [], "exec_s": {}}
-    state = flow.run(state, steps=STEPS)
-    return state.report or {}
-
-
-def load_finn(build_dir: Path, name: str, clean_onnx: Path | None = None) -> dict | None:
-    """``hw.finn`` of the FINN build of ``name`` beside ``build_dir/name`` (for the hls4ml report), or None.
-
-    With ``clean_onnx``, only a FINN build of the byte-identical cleaned graph counts (same checkpoint,
-    bit widths and passes)."""
-    from .rtl_flow import graph_fingerprint
-    d = Path(build_dir) / (name + SUFFIX)
-    try:
-        if clean_onnx is not None and graph_fingerprint(d / "10_clean.onnx") != graph_fingerprint(clean_onnx):
-            return None
-        return json.loads((d / "report.json").read_text())["hw"]["finn"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

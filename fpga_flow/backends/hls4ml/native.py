@@ -27,15 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .flow import REPO
+from ... import api, data, golden
+from ...config import BuildConfig
+from ...export import export_qonnx
+from ...passes.prepare_for_hls4ml import prepare_for_hls4ml
+from ...resources import DEFAULT_OUT
+from ...toolchain import cpu_name
 
-OUT_JSON = REPO / "docs" / "bench" / "hls4ml_native.json"
+OUT_JSON_NAME = "hls4ml_native.json"
 
 
 def portable(text: str) -> str:
     """A traceback without this machine's paths (it is committed): site-packages and the repository root."""
     import sysconfig
-    for prefix, name in ((sysconfig.get_paths()["purelib"], "<site-packages>"), (str(REPO), "<repo>")):
+    for prefix, name in ((sysconfig.get_paths()["purelib"], "<site-packages>"), (str(Path.cwd()), "<repo>")):
         text = text.replace(prefix, name)
     return text
 
@@ -54,10 +59,6 @@ def run(model: str, weight_bits: int = 4, act_bits: int = 4, n: int = 1000, inpu
         data_path: str | None = None, out_dir: str | os.PathLike | None = None, io_type: str = "io_stream",
         progress: bool = True) -> dict:
     """Stock hls4ml on zoo ``model``; returns a JSON-able result (``status`` "ok" or "crashed")."""
-    from . import api, data, golden
-    from .config import BuildConfig
-    from .export import export_qonnx
-    from .passes.prepare_for_hls4ml import prepare_for_hls4ml
 
     def say(msg: str) -> None:
         if progress:
@@ -67,9 +68,9 @@ def run(model: str, weight_bits: int = 4, act_bits: int = 4, n: int = 1000, inpu
     res: dict = {"model": model, "weight_bits": weight_bits, "act_bits": act_bits, "n_images": n,
                  "io_type": io_type, "hls4ml_version": hls4ml.__version__, "status": "ok", "steps_s": {}}
     suffix = "" if io_type == "io_stream" else f"_{io_type}"
-    work = Path(out_dir) if out_dir else REPO / "build" / "hls4ml_native" / f"{model}_w{weight_bits}a{act_bits}{suffix}"
+    work = Path(out_dir) if out_dir else DEFAULT_OUT / "hls4ml_native" / f"{model}_w{weight_bits}a{act_bits}{suffix}"
     work.mkdir(parents=True, exist_ok=True)
-    res["work_dir"] = os.path.relpath(work.resolve(), REPO) if work.resolve().is_relative_to(REPO) else str(work)
+    res["work_dir"] = os.path.relpath(work.resolve(), Path.cwd()) if work.resolve().is_relative_to(Path.cwd()) else str(work)
     step, t_all = "load", time.perf_counter()
     try:
         t0 = time.perf_counter()
@@ -211,8 +212,8 @@ def fpga_flow_figures(model: str, weight_bits: int, act_bits: int, input_bits: i
                       labels: np.ndarray | None, build_dir: str | os.PathLike | None = None) -> dict:
     """The same figures for fpga_flow's own build in <build_dir>/<model>/ (default build/; its csim logits on the
     first N images against Brevitas' float forward), or why they are not available."""
-    d = Path(build_dir or REPO / "build") / model
-    shown = os.path.relpath(d.resolve(), REPO) if d.resolve().is_relative_to(REPO) else str(d)
+    d = Path(build_dir or DEFAULT_OUT) / model
+    shown = os.path.relpath(d.resolve(), Path.cwd()) if d.resolve().is_relative_to(Path.cwd()) else str(d)
     path = d / "report.json"
     if not path.is_file():
         return {"status": "absent", "build": shown, "note": f"{shown}/report.json not found: run "
@@ -246,33 +247,31 @@ def fpga_flow_figures(model: str, weight_bits: int, act_bits: int, input_bits: i
 
 
 def bench(a) -> int:
-    from .bench import _cpu
     n = a.images or 10000
     res = run(a.model, a.weight_bits, a.act_bits, n, input_bits=a.input_bits, data_path=a.data, io_type=a.io_type,
               progress=not a.quiet)
     ref = labels = None
     if res["status"] == "ok":
-        with np.load(REPO / res["work_dir"] / "outputs.npz") as z:
+        with np.load(Path.cwd() / res["work_dir"] / "outputs.npz") as z:
             ref, labels = z["brevitas"], z["labels"]
     elif "brevitas" in res:
         ref, labels = _brevitas_again(a, n)
     res["fpga_flow"] = fpga_flow_figures(a.model, a.weight_bits, a.act_bits, a.input_bits, ref, labels,
                                          getattr(a, "build_dir", None))
-    res["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
+    res["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
     res["date"] = time.strftime("%Y-%m-%d")
-    rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.is_file() else {}
+    out_json = Path(a.doc_dir) / OUT_JSON_NAME
+    rows = json.loads(out_json.read_text()) if out_json.is_file() else {}
     key = f"{a.model} W{a.weight_bits}A{a.act_bits}" + ("" if a.io_type == "io_stream" else f" {a.io_type}")
     rows[key] = res
-    OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-    OUT_JSON.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    OUT_JSON.with_suffix(".md").write_text(markdown(rows))
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    out_json.with_suffix(".md").write_text(markdown(rows))
     print(markdown({key: res}))
     return 0
 
 
 def _brevitas_again(a, n: int) -> tuple[np.ndarray, np.ndarray]:
-    from . import api, data, golden
-    from .config import BuildConfig
     module, input_shape, _ = api.zoo_module(BuildConfig(model=a.model, weight_bits=a.weight_bits,
                                                         act_bits=a.act_bits, input_bits=a.input_bits,
                                                         data_path=a.data))

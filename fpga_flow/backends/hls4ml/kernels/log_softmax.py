@@ -1,11 +1,11 @@
 """Our layers in hls4ml, through its extension API: the ONNX ``LogSoftmax`` node becomes ``FpgaFlowLogSoftmax``.
 
-Registered once per process (:func:`register`, idempotent, called from ``hls4ml_backend.convert``): the
+Registered once per process (:func:`register`, idempotent, called through ``kernels.register_all``): the
 IR layer (``register_layer``), the ONNX handler (``register_onnx_layer_handler``), the Vitis config and
 function templates (``backend.register_template``) and the kernel header (``backend.register_source``).
 
 The kernel's constants and tables depend on its input type, which is final only after
-``hls4ml_backend.derive_precisions`` has given the logits their exact accumulator type; that function
+``convert.derive_precisions`` has given the logits their exact accumulator type; that function
 calls :func:`finalize_log_softmax`, which sizes the kernel (``fpga_flow.log_softmax.spec_for``), sets the
 output type and renders the config struct. Until then the config is an ``#error`` line, so a project
 written without that step does not compile rather than computing with wrong tables.
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import log_softmax
-from ..codegen import TEMPLATES, render
-from ..errors import FlowError
-from ..precision import Fixed
+from .... import log_softmax
+from ....codegen import TEMPLATES, render
+from ....errors import FlowError
+from ....precision import Fixed
+from .base import register_kernel
 
-LOG_SOFTMAX = "FpgaFlowLogSoftmax"
+LAYER = LOG_SOFTMAX = "FpgaFlowLogSoftmax"
+COST = None  # not modelled by the estimate (listed there as unmodelled)
 HEADER = TEMPLATES / "hls4ml" / "nnet_fpga_flow_log_softmax.h"
 CONFIG_TEMPLATE = "hls4ml/fpga_flow_log_softmax_config.h.j2"
-BACKENDS = ("Vitis",)
 SPEC_ATTR = "fpga_flow_log_softmax_spec"
 
 _registered = False
@@ -78,19 +79,6 @@ def register() -> None:
     if "LogSoftmax" not in layer_handlers:
         register_onnx_layer_handler("LogSoftmax", parse_log_softmax)
     _registered = True
-
-
-def register_kernel(name: str, layer_cls, templates, header: Path) -> None:
-    """One kernel of ours in hls4ml: the IR layer class, its templates on our backends, and its header
-    (copied into every project's nnet_utils/ by hls4ml's writer). Used here and by FuseConvRelu."""
-    from hls4ml.backends import get_backend
-    from hls4ml.model.layers import register_layer
-    register_layer(name, layer_cls)
-    for backend_name in BACKENDS:
-        backend = get_backend(backend_name)
-        for template in templates:
-            backend.register_template(template)
-        backend.register_source(Path(header))
 
 
 def config_cpp(spec: log_softmax.Spec, config: str, name: str) -> str:

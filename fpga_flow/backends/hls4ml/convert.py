@@ -20,18 +20,15 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from .. import estimate, precision
-from ..codegen import TEMPLATES, BuildPlan, render
-from ..config import BuildConfig
-from ..golden import input_quantizer
-from ..passes import fuse_conv_relu
-from . import hls4ml_ext, hls4ml_requant
+from ... import precision
+from ...codegen import TEMPLATES, BuildPlan, render
+from ...config import BuildConfig
+from ...golden import input_quantizer
+from . import estimate, kernels
 
 PROJECT_DIR = "hls"
 EXACT_HEADER = "hls4ml/fpga_flow_csim_exact.h"
 PASS_THROUGH = ("Pooling1D", "Pooling2D", "Reshape", "Transpose")
-MAC_LAYERS = ("Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "Dense", fuse_conv_relu.LAYER,
-              "DepthwiseConv1D", "DepthwiseConv2D")
 
 
 def _fixed_of(p) -> precision.Fixed:
@@ -55,8 +52,7 @@ def _is_quantizer_type(p) -> bool:
 def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR):
     """Convert and set exact precisions; returns (hls4ml ModelGraph, per-layer info)."""
     import hls4ml
-    hls4ml_ext.register()  # our layers (LogSoftmax, Requant) through hls4ml's extension API, before parsing
-    hls4ml_requant.register()
+    kernels.register_all()  # our layers (LogSoftmax, Requant, fused conv) through hls4ml's extension API
     with _quiet():
         hlscfg = hls4ml.utils.config.config_from_onnx_model(
             model, granularity="name", backend="Vitis", default_reuse_factor=cfg.reuse_factor)
@@ -71,7 +67,7 @@ def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR
         hm = hls4ml.converters.convert_from_onnx_model(
             model, output_dir=output_dir, project_name=cfg.project_name, io_type=cfg.io_type, backend="Vitis",
             part=cfg.part, clock_period=cfg.clock_ns, hls_config=hlscfg)
-    fused = fuse_conv_relu.apply(hm) if cfg.fuse else []
+    fused = kernels.conv_relu.apply(hm) if cfg.fuse else []
     info = derive_precisions(hm, cfg)
     with _quiet():  # configs rendered during conversion name the types as they were then (e.g. a bias type)
         hm.apply_flow(f"{hm.config.backend.name.lower()}:apply_templates")
@@ -89,7 +85,7 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
         out_var = layer.get_output_variable()
         in_var = layer.get_input_variable() if layer.inputs else None
         row = {"layer": layer.name, "class": cls}
-        if cls in MAC_LAYERS:
+        if cls in estimate.MAC_CLASSES:
             x = _fixed_of(in_var.type.precision)
             wvar = layer.weights["weight"]
             w_frac = int(wvar.type.precision.width - wvar.type.precision.integer)
@@ -109,7 +105,7 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
             if narrow:
                 acc = precision.Fixed(acc.width - narrow, acc.integer - narrow, True)
             layer.types["accum_t"].precision = _hls_fixed(acc)
-            if cls == fuse_conv_relu.LAYER:  # its result is the ReLU's quantized type, set by hls4ml
+            if cls == kernels.conv_relu.LAYER:  # its result is the ReLU's quantized type, set by hls4ml
                 row["result"] = str(out_var.type.precision)
             elif _is_quantizer_type(out_var.type.precision):
                 # hls4ml fused the activation quantizer that follows this layer into its result type:
@@ -128,15 +124,15 @@ def derive_precisions(hm, cfg: BuildConfig) -> list[dict]:
                 layer.types["accum_t"].precision = copy.deepcopy(p)
             out_var.type.precision = copy.deepcopy(p)
             row["result"] = str(_fixed_of(p))
-        elif cls == hls4ml_requant.LAYER:  # reads the exact accumulator the layer before was given
-            hls4ml_requant.finalize(layer)
+        elif cls == kernels.requant.LAYER:  # reads the exact accumulator the layer before was given
+            kernels.requant.finalize(layer)
             row.update(input=str(_fixed_of(in_var.type.precision)), result=str(out_var.type.precision))
-        elif cls == hls4ml_ext.LOG_SOFTMAX:  # sized from its input, the exact logits type set just before
-            row.update(hls4ml_ext.finalize_log_softmax(layer, _fixed_of(in_var.type.precision), _hls_fixed))
+        elif cls == kernels.log_softmax.LAYER:  # sized from its input, the exact logits type set just before
+            row.update(kernels.log_softmax.finalize_log_softmax(layer, _fixed_of(in_var.type.precision), _hls_fixed))
         else:
             row["result"] = str(out_var.type.precision)
         row["shape"] = [int(s) for s in out_var.shape]
-        row["geometry"] = estimate.layer_geometry(layer)  # what the cost estimate reads (fpga_flow/estimate.py)
+        row["geometry"] = estimate.layer_geometry(layer)  # what the cost estimate reads (estimate.py)
         info.append(row)
     return info
 

@@ -33,7 +33,7 @@ from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
 from qonnx.util.basic import get_by_name
 
-from ..errors import FlowError
+from ...errors import FlowError
 
 ATTR = "fpga_flow_min_code"
 

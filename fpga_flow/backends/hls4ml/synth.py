@@ -22,9 +22,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codegen import BuildPlan, render
-from .config import check_identifier
-from .errors import FlowError
+from ... import resources, toolchain
+from ...codegen import BuildPlan, render
+from ...config import check_identifier
+from ...errors import FlowError
 
 SYNTH_DIR = "synth"
 TCL = "fpga_flow_synth.tcl"
@@ -38,7 +39,7 @@ INSTALL_HINT = ("Install AMD Vitis HLS (part of the AMD Vitis unified software p
                 "https://www.amd.com/en/products/software/adaptive-socs-and-fpgas/vitis.html) and source its "
                 "settings64.sh so that `vitis-run` (2024.1+) or `vitis_hls` is on PATH, or set VITIS_HLS to it")
 HEARTBEAT_S = 30.0
-DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "build"
+DEFAULT_BUILD = resources.DEFAULT_OUT
 _PART = re.compile(r"[A-Za-z0-9\-]+\Z")
 
 
@@ -261,7 +262,6 @@ def run_tool(cmd: list[str], cwd: Path, log: Path, what: str, progress: bool = T
 
 
 def _check_tools(vivado: bool, model: str, build: Path) -> tuple[Path, Path | None]:
-    from . import toolchain
     hls = toolchain.find("vitis_hls", required=False)
     viv = toolchain.find("vivado", required=False) if vivado else None
     missing = []
@@ -335,27 +335,7 @@ def synthesize(model: str, build_root: Path, part: str | None = None, clock_ns: 
                             "timing_report": f"{SYNTH_DIR}/{VIVADO_TIMING}"}
         vendor["logs"].append(f"{SYNTH_DIR}/{VIVADO_LOG}")
     (work / "vendor.json").write_text(json.dumps(vendor, indent=1) + "\n")
-    _update_report(build, vendor)
     return vendor
-
-
-def _update_report(build: Path, vendor: dict) -> None:
-    """Put ``hw.vendor`` into the build's report.json (atomically) and re-render report.md from it."""
-    from . import report
-    p = build / "report.json"
-    if not p.is_file():
-        return
-    rep = json.loads(p.read_text())
-    rep.setdefault("hw", {})["vendor"] = vendor
-    tmp = p.with_name(f".report.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(rep, indent=1, default=float) + "\n")
-    os.replace(tmp, p)
-    try:
-        md = report.markdown(rep)
-    except (KeyError, TypeError):  # a report.json from an older flow: leave its report.md as it is
-        return
-    img = "\n![steps and confusion](report.png)\n" if (build / "report.png").is_file() else ""
-    (build / "report.md").write_text(md + img)
 
 
 def summary(model: str, v: dict) -> str:

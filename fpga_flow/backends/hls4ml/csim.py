@@ -17,18 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import toolchain
-from .errors import FlowError
+from ... import resources, toolchain
+from ...errors import FlowError
 
 VARIANTS = ("exact", "stock")
 CACHE_ENV = "FPGA_FLOW_CSIM_CACHE"
 
 
 def cache_dir(env_var: str = CACHE_ENV, folder: str = ".csim-cache") -> Path:
-    """Compiled testbenches by digest: $FPGA_FLOW_CSIM_CACHE, else build/.csim-cache in the repository
-    (the RTL path keeps its Verilator builds the same way)."""
-    env = os.environ.get(env_var)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "build" / folder
+    """Compiled testbenches by digest: ``$<env_var>``, else ``<user cache>/<folder>`` (resources.cache_dir;
+    the RTL path keeps its Verilator builds the same way)."""
+    return resources.cache_dir(folder.lstrip("."), os.environ.get(env_var))
 CXXFLAGS = ("-O2", "-std=c++17", "-fno-gnu-unique", "-w")
 
 
