@@ -50,7 +50,6 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
     check_identifier(name, "build name")
     cfg = config or BuildConfig(model=name)
     backend = backends.get(cfg.backend)
-    backend.require()  # before any work: a missing tool is exit 2 with the install command
     out = Path(out_dir) / (name + backend.suffix)
     if reverify:
         if backend.reverify is None:
@@ -61,6 +60,10 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
         steps = list(backend.reverify)
     else:
         steps = runner.select(list(backend.steps), start_step, stop_step)
+        if start_step and steps[0] is not backend.steps[0] and backend.restore is None:
+            raise FlowError(f"--start-step is not supported by the {backend.name} backend (its steps keep state in "
+                            "memory that is not saved between them): run it from the start")
+    backend.require()  # before any work: a missing tool is exit 2 with the install command
     x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
     state = runner.State(cfg=cfg, name=name + backend.suffix, module=module.eval(), input_shape=tuple(input_shape),
                          out_dir=out, x=x, labels=y, checkpoint=checkpoint, progress=progress,

@@ -23,7 +23,8 @@ class Backend:
     steps: tuple  # every step in order, front steps included
     new_state: Callable[[Any], Any]  # BuildConfig -> the backend's own typed state (State.backend)
     require: Callable[[], object] = lambda: None  # raise FlowError(exit_code=2) naming a missing tool
-    restore: Callable[[Any], None] | None = None  # a resumed run: reload what earlier steps left in memory
+    restore: Callable[[Any], None] | None = None  # a resumed run reloads what earlier steps left in memory;
+    # None: the backend cannot resume mid-flow (--start-step is refused up front)
     reverify: tuple | None = None  # `csim`: steps that re-verify an existing build on new inputs
     markdown_section: Callable[[dict, str], list[str]] = lambda hw, model: []  # hw.<name> as report.md lines
     summary: Callable[[dict], str] = lambda rep: ""  # the console line of a finished build

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fpga_flow import BuildConfig, api, flow, fuzz
+from fpga_flow import BuildConfig, api, fuzz, runner
 from tests.conftest import REPO, needs_gxx
 
 L = fuzz.LayerSpec
@@ -27,17 +27,21 @@ from pathlib import Path
 # a shell that starts jobs in the background (as CI may) leaves SIGINT ignored, and Python then never
 # raises KeyboardInterrupt: give the child the handler an interactive user would have
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from fpga_flow import BuildConfig, api, flow, fuzz
+import dataclasses
+import fpga_flow.backends.hls4ml as H
+from fpga_flow import BuildConfig, api, fuzz
 out, name, pause, marker, spec = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5]
 spec = fuzz.ModelSpec.from_json(json.loads(spec))
-for i, step in enumerate(flow.STEPS):
+steps = list(H.BACKEND.steps)
+for i, step in enumerate(steps):
     if step.__name__ == "step_" + pause:
         def paused(state, _step=step):
             marker.write_text(str(os.getpid()))
             time.sleep(120)
             return _step(state)
         paused.__name__ = step.__name__
-        flow.STEPS[i] = paused
+        steps[i] = paused
+H.BACKEND = dataclasses.replace(H.BACKEND, steps=tuple(steps))
 x, _ = fuzz.inputs(spec, 8)
 cfg = BuildConfig(model=name, n_images=8, stock_check_images=0, device="cpu")
 marker.with_suffix(".ready").write_text("")
@@ -172,24 +176,14 @@ def test_kill_during_the_compile_leaves_no_half_written_binary(good, tmp_path, m
 
 @pytest.mark.unit
 def test_stale_staging_removal_is_narrow(tmp_path):
-    """Only `.<name>.tmp-<pid>-*` / `.<name>.old-<pid>` of dead processes go; a lone `.old` is put back."""
-    q = subprocess.Popen(["true"])  # a pid that has exited
-    q.wait()
-    dead = q.pid
+    """Under the build's lock every `.<name>.tmp-*` of that build is a leftover (no live run can hold it);
+    other builds' staging folders and the kept `.failed` / `.partial` folders stay."""
     out = tmp_path / "m"
-    keep = [tmp_path / f".m.tmp-{os.getpid()}-abc", tmp_path / ".m.tmp-xyz", tmp_path / f".mm.tmp-{dead}-a",
-            tmp_path / "m.failed", tmp_path / f".other.tmp-{dead}-a"]
-    gone = [tmp_path / f".m.tmp-{dead}-abc"]
+    keep = [tmp_path / ".mm.tmp-a", tmp_path / "m.failed", tmp_path / "m.partial", tmp_path / ".other.tmp-a"]
+    gone = [tmp_path / ".m.tmp-abc", tmp_path / ".m.tmp-old-12"]
     for d in keep + gone:
         d.mkdir()
-    old = tmp_path / f".m.old-{dead}"
-    old.mkdir()
-    (old / "report.json").write_text("{}")
-    removed = flow.remove_stale(out)
-    assert sorted(removed) == sorted(gone + [old])
+    with runner.build_lock(out):
+        removed = runner.remove_stale(out)
+    assert sorted(removed) == sorted(gone)
     assert all(d.is_dir() for d in keep) and not any(d.exists() for d in gone)
-    assert (out / "report.json").read_text() == "{}"  # the previous build, caught mid-swap, is back
-    old.mkdir()
-    flow.remove_stale(out)  # with `m` in place, a dead `.old` is just removed
-    assert not old.exists() and out.is_dir()
-

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpga_flow import BuildConfig, api, log_softmax
-from fpga_flow.backends import hls4ml_ext
+from fpga_flow.backends.hls4ml.kernels import log_softmax as hls4ml_ext
 from fpga_flow.precision import Fixed
 from tests.conftest import needs_gxx
 from tests.log_softmax_cases import edge_cases

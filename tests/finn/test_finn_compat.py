@@ -13,7 +13,8 @@ from torch import nn
 pytest.importorskip("finn.transformation", reason="the finn extra is not installed (make venv-finn)")
 
 from fpga_flow import golden  # noqa: E402
-from fpga_flow.backends import finn_compat, finn_steps  # noqa: E402
+from fpga_flow.backends.finn import compat as finn_compat  # noqa: E402
+from fpga_flow.backends.finn import steps as finn_steps  # noqa: E402
 
 pytestmark = pytest.mark.finn
 

@@ -16,7 +16,9 @@ from torch import nn
 pytest.importorskip("finn.transformation", reason="the finn extra is not installed (make venv-finn)")
 
 from fpga_flow import BuildConfig, FlowError, VerificationError, api  # noqa: E402
-from fpga_flow.backends import finn_report, finn_steps, finn_ties  # noqa: E402
+from fpga_flow.backends.finn import report as finn_report  # noqa: E402
+from fpga_flow.backends.finn import steps as finn_steps  # noqa: E402
+from fpga_flow.backends.finn import ties as finn_ties  # noqa: E402
 
 pytestmark = pytest.mark.finn
 

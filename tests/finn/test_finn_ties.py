@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("finn.transformation", reason="the finn extra is not installed (make venv-finn)")
 
 from fpga_flow import golden  # noqa: E402
-from fpga_flow.backends import finn_steps, finn_ties  # noqa: E402
+from fpga_flow.backends.finn import steps as finn_steps  # noqa: E402
+from fpga_flow.backends.finn import ties as finn_ties  # noqa: E402
 from tests.finn.qonnx_graphs import dense_tie_graph, inputs  # noqa: E402
 
 pytestmark = pytest.mark.finn

@@ -14,18 +14,18 @@ pytestmark = pytest.mark.finn
 
 
 def test_registry_has_finn_and_lists_it():
-    mod = backends.get("finn")
-    assert callable(mod.build)
-    with pytest.raises(FlowError, match="runs its own flow"):
-        mod.make_plan(None, BuildConfig())
-    with pytest.raises(FlowError, match="available: finn, hls4ml"):
+    b = backends.get("finn")
+    assert b.name == "finn" and b.suffix == "_finn" and callable(b.require)
+    assert [s.__name__ for s in b.steps][:2] == ["step_export", "step_clean"]  # the shared front steps
+    assert b.steps[-1].__name__ == "step_finn_report" and b.reverify is None and b.restore is None
+    with pytest.raises(FlowError, match="available: hls4ml, finn, rtl"):
         backends.get("vivado")
 
 
 def test_missing_finn_says_how_to_install(monkeypatch):
     import importlib.metadata as md
 
-    from fpga_flow.backends import finn_compat
+    from fpga_flow.backends.finn import compat as finn_compat
 
     def missing(dist):
         raise md.PackageNotFoundError(dist)
@@ -38,14 +38,14 @@ def test_missing_finn_says_how_to_install(monkeypatch):
 def test_a_wrong_finn_version_is_refused(monkeypatch):
     import importlib.metadata as md
 
-    from fpga_flow.backends import finn_compat
+    from fpga_flow.backends.finn import compat as finn_compat
     monkeypatch.setattr(md, "version", lambda dist: "1.5.0")
     monkeypatch.setattr(finn_compat.importlib, "import_module", lambda name: None)
     with pytest.raises(FlowError, match="verified against finn-plus 1.6.1, found 1.5.0"):
         finn_compat.require_finn()
 
 
-@pytest.mark.parametrize("kw,match", [(dict(reverify=True), "`csim` does not apply to the finn backend"),
+@pytest.mark.parametrize("kw,match", [(dict(reverify=True), "does not apply to the finn backend"),
                                       (dict(start_step="clean"), "not supported by the finn backend")])
 def test_finn_refuses_what_it_has_not(kw, match, tmp_path):
     cfg = BuildConfig(model="m", backend="finn", n_images=2)
@@ -60,8 +60,9 @@ def test_the_hls4ml_report_shows_finn_estimates_of_the_same_graph_only(tmp_path)
 
     from onnx import TensorProto, helper, save
 
-    from fpga_flow import report
-    from fpga_flow.finn_flow import load_finn
+    from types import SimpleNamespace
+
+    from fpga_flow import BuildConfig, report
 
     def graph(path, op):
         g = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "g",
@@ -77,9 +78,18 @@ def test_the_hls4ml_report_shows_finn_estimates_of_the_same_graph_only(tmp_path)
     graph(tmp_path / "m_finn" / "10_clean.onnx", "Relu")
     graph(tmp_path / "same.onnx", "Relu")
     graph(tmp_path / "other.onnx", "Sigmoid")
-    assert load_finn(tmp_path, "m", tmp_path / "same.onnx") == finn
-    assert load_finn(tmp_path, "m", tmp_path / "other.onnx") is None
-    assert load_finn(tmp_path, "absent", tmp_path / "same.onnx") is None
-    md = "\n".join(report.finn_markdown(finn, "m"))
+    def siblings(name: str, clean: str) -> dict:  # an hls4ml build <name> whose cleaned graph is <clean>
+        work = tmp_path / f"work_{name}_{clean}"
+        work.mkdir()
+        (work / "10_clean.onnx").write_bytes((tmp_path / clean).read_bytes())
+        state = SimpleNamespace(name=name, cfg=BuildConfig(model="m"), out_dir=tmp_path / name,
+                                path=lambda rel: work / rel)
+        return report.siblings(state)
+
+    assert siblings("m", "same.onnx") == {"finn": finn}
+    assert siblings("m", "other.onnx") == {}
+    assert siblings("absent", "same.onnx") == {}
+    from fpga_flow.backends.finn import flow as finn_flow
+    md = "\n".join(finn_flow.markdown_section(finn, "m"))
     assert "1,234" in md and "1,000,000 frames/s" in md and "make hls MODEL=m BACKEND=finn" in md
-    assert report.finn_markdown(None, "m") == []
+    assert finn_flow.markdown_section(None, "m") == []

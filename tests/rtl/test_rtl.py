@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from fpga_flow import BuildConfig, FlowError, VerificationError
+from fpga_flow import BuildConfig, FlowError, VerificationError, api
 from tests.conftest import needs_gxx
 
 pytestmark = [pytest.mark.rtl, needs_gxx]
 
 
 def _requant_net(signed_in: bool, relu: bool, out):
-    from fpga_flow import rtl
+    from fpga_flow.backends.rtl import da4ml as rtl
     return rtl.DenseNet(rtl.ActQuant(frac=6, bits=10, signed=signed_in, narrow=False),
                         [rtl.Dense("id", np.eye(1), np.zeros(1), relu=relu, quant=out)])
 
@@ -31,7 +31,7 @@ def test_requantization_rounds_half_to_even_and_saturates_like_qonnx(signed, rel
     """Every 10-bit input code through the traced ReLU/requantizer equals QONNX's Quant (ROUND = half to even)."""
     from qonnx.custom_op.general.quant import quant
 
-    from fpga_flow import rtl
+    from fpga_flow.backends.rtl import da4ml as rtl
     out = rtl.ActQuant(frac=2, bits=4, signed=signed, narrow=narrow)
     comb = rtl.trace(_requant_net(True, relu, out))
     x = np.arange(-512, 512, dtype=np.float64)[:, None] / 64  # every code of the input grid, ties included
@@ -65,7 +65,7 @@ def _dense_model(seed: int = 0) -> nn.Module:
 
 def test_any_dense_model_verifies_and_a_wrong_weight_is_caught(tmp_path):
     """Through the Python API: the same model verifies (==), and with one weight off by one step it does not."""
-    from fpga_flow import rtl_flow
+    import fpga_flow as rtl_flow  # build_rtl: build() with backend="rtl" and its options
     net = _dense_model()
     cfg = BuildConfig(model="dense", n_images=300)
     rep = rtl_flow.build_rtl(net, (20,), name="dense", out_dir=tmp_path, config=cfg, synth=False, progress=False)
@@ -85,7 +85,7 @@ def test_a_conv_model_is_refused_naming_the_node(tmp_path):
     from brevitas import nn as qnn
     from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
 
-    from fpga_flow import rtl_flow
+    import fpga_flow as rtl_flow  # build_rtl: build() with backend="rtl" and its options
     net = nn.Sequential(qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, bit_width=8, return_quant_tensor=True),
                         qnn.QuantConv2d(1, 2, 3, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=4,
                                         bias_quant=Int32Bias))
@@ -99,9 +99,8 @@ def test_a_conv_model_is_refused_naming_the_node(tmp_path):
 
 @pytest.fixture(scope="module")
 def mlp_tiny_report(tmp_path_factory):
-    from fpga_flow import rtl_flow
     out = tmp_path_factory.mktemp("rtl")
-    return rtl_flow.build_rtl_zoo(BuildConfig(model="mlp_tiny", n_images=100), out_dir=out, progress=False), out
+    return api.build_zoo(BuildConfig(model="mlp_tiny", n_images=100, backend="rtl"), out_dir=out, progress=False), out
 
 
 def test_mlp_tiny_verilog_is_bit_exact_on_mnist(mlp_tiny_report):

@@ -48,10 +48,12 @@ def _cli(*args, env=None):
 def test_cli_help_answers_questions():
     p = _cli("--help")
     assert p.returncode == 0
-    for word in ("hls", "csim", "train", "exit codes", "build/<model>/report"):
+    for word in ("hls", "csim", "train", "exit codes", "<out>/<model>", "report.{json,md,png}", "--version"):
         assert word in p.stdout
     h = _cli("hls", "--help")
-    assert "--start-step" in h.stdout and "'all'" in h.stdout
+    assert "--start-step" in h.stdout and "'all'" in h.stdout and "--out" in h.stdout
+    assert all(name in h.stdout for name in ("hls4ml", "finn", "rtl"))  # the backends, from the registry
+    assert "--backend" not in _cli("rtl", "--help").stdout  # each subcommand shows only its own flags
 
 
 def test_cli_unknown_model_lists_models():
@@ -65,7 +67,7 @@ def test_cli_bad_bits_and_bad_n():
     p = _cli("hls", "--weight-bits", "12")
     assert p.returncode == 1 and "weight_bits=12 is out of range" in p.stderr
     p = _cli("hls", "-n", "-3")
-    assert p.returncode == 2 and "positive" in p.stderr
+    assert p.returncode == 1 and "positive" in p.stderr  # usage errors exit 1 (2 is "missing tool")
 
 
 def test_synth_without_vendor_tools_exits_2(monkeypatch):

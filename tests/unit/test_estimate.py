@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fpga_flow import estimate
+from fpga_flow.backends.hls4ml import estimate
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
 from fpga_flow import BuildConfig, FlowError, golden, passes
-from fpga_flow.backends import hls4ml_backend
+from fpga_flow.backends.hls4ml import convert as hls4ml_backend
 from fpga_flow.export import export_qonnx
-from fpga_flow.passes import fuse_conv_relu
+from fpga_flow.backends.hls4ml.kernels import conv_relu as fuse_conv_relu
 
 pytestmark = pytest.mark.unit
 

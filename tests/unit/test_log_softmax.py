@@ -94,7 +94,7 @@ def _c_array(text: str, name: str) -> list[int]:
 
 @pytest.mark.parametrize("n,in_type", SPECS[:3], ids=[_ids(p) for p in SPECS[:3]])
 def test_hls_config_carries_the_models_tables(n, in_type):
-    from fpga_flow.backends import hls4ml_ext
+    from fpga_flow.backends.hls4ml.kernels import log_softmax as hls4ml_ext
     spec = log_softmax.spec_for(n, in_type)
     text = hls4ml_ext.config_cpp(spec, "config7", "LogSoftmax_0")
     assert "struct config7 : fpga_flow::log_softmax_config" in text

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fpga_flow import FlowError, cli, synth
+from fpga_flow import FlowError, cli
+from fpga_flow.backends.hls4ml import synth
 from fpga_flow.codegen import BuildPlan
 
 pytestmark = pytest.mark.unit

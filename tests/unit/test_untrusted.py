@@ -88,13 +88,14 @@ def test_build_artifact_that_is_not_an_onnx_model(tmp_path):
     module = fuzz.make_module(spec, x)
     cfg = BuildConfig(model="m", n_images=4, stock_check_images=0)
     api.build(module, (4,), name="m", out_dir=tmp_path, config=cfg, images=x, stop_step="clean", progress=False)
-    onnx = tmp_path / "m" / "00_export.onnx"
+    assert not (tmp_path / "m").exists()  # a partial run never becomes the build (#15 item 2)
+    onnx = tmp_path / "m.partial" / "00_export.onnx"
     onnx.write_bytes(b"this is not a protobuf \x00\xff" * 10)
-    before = sorted(p.name for p in (tmp_path / "m").iterdir())
+    before = sorted(p.name for p in (tmp_path / "m.partial").iterdir())
     with pytest.raises(FlowError, match="00_export.onnx .* is not a readable ONNX model"):
         api.build(module, (4,), name="m", out_dir=tmp_path, config=cfg, images=x, start_step="clean",
                   stop_step="check", progress=False)
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == before
+    assert sorted(p.name for p in (tmp_path / "m.partial").iterdir()) == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
@@ -111,7 +112,7 @@ def test_layer_names_with_odd_characters_never_reach_the_project(tmp_path):
     cfg = BuildConfig(model="odd", n_images=4, stock_check_images=0)
     api.build(net, (4,), name="odd", out_dir=tmp_path, config=cfg, images=x, stop_step="clean", progress=False)
     from qonnx.core.modelwrapper import ModelWrapper
-    g = ModelWrapper(str(tmp_path / "odd" / "10_clean.onnx")).graph
+    g = ModelWrapper(str(tmp_path / "odd.partial" / "10_clean.onnx")).graph
     names = [n.name for n in g.node] + [t for n in g.node for t in list(n.input) + list(n.output)]
     assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s) for s in names if s), names
 

@@ -114,7 +114,7 @@ def _depthwise_net(channels: int = 4) -> nn.Module:
 def test_depthwise_accumulator_is_exact_per_channel(tmp_path, monkeypatch):
     """A depthwise output channel sums only its own channel's kh*kw products: the derived accumulator is the
     exact type of those sums (not of all channels' taps together)."""
-    from fpga_flow.backends import hls4ml_backend
+    from fpga_flow.backends.hls4ml import convert as hls4ml_backend
     net = _depthwise_net()
     m = cleanup_model(ModelWrapper(str(export_qonnx(net, (4, 6, 6), tmp_path / "m.onnx"))))
     m.transform(passes.CheckSupported())

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fpga_flow import BuildConfig, api, fuzz, synth, toolchain
+from fpga_flow import BuildConfig, api, fuzz, toolchain
+from fpga_flow.backends.hls4ml import synth
 from tests.conftest import needs_gxx
 
 pytestmark = [pytest.mark.vendor, needs_gxx,

@@ -8,4 +8,4 @@ from . import report as finn_report
 BACKEND = Backend(
     name="finn", about="FINN (finn-plus): every stage's Python execution == golden, FINN's estimates",
     suffix="_finn", steps=tuple(flow.STEPS), new_state=flow.new_state, require=compat.require_finn,
-    restore=flow.restore, reverify=None, markdown_section=flow.markdown_section, summary=finn_report.summary)
+    restore=None, reverify=None, markdown_section=flow.markdown_section, summary=finn_report.summary)

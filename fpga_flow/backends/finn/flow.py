@@ -215,11 +215,6 @@ def new_state(cfg: BuildConfig) -> FinnState:
     return FinnState(opts=options(cfg), log=[], saved=[], exec_s={})
 
 
-def restore(state) -> None:
-    raise FlowError("the finn backend cannot resume at a later step (FINN's in-memory design is not saved "
-                    "between its stages): run it from the start")
-
-
 def markdown_section(finn: dict | None, model: str) -> list[str]:
     """FINN's estimates of the same model beside another backend's design (a section of its report.md)."""
     if not finn:
