@@ -1,0 +1,114 @@
+"""The whole streaming design for a list of integer layers (:mod:`.hw.spec`): one input stream of input codes,
+one output stream of the last layer's codes, the blocks in between chained FINN-style.
+
+Per layer: a :class:`spec.Mac` becomes a lane-width converter to its SIMD (only where the lanes differ), a
+sliding-window generator (conv and depthwise, unless the window is the pixel itself: K=1, stride 1, no pad;
+a dense layer reads the previous stream directly as one vector), the MVU, and a FIFO; a :class:`spec.MaxPool`
+becomes a max-pool block on the lanes it receives, and a FIFO. A FIFO also sits behind the input port, so
+the top's ``i.ready`` and ``o.valid`` come from flops.
+
+Ports (Verilog, top module :data:`TOP`): ``clk``, ``rst``, ``i__payload``/``i__valid``/``i__ready`` and
+``o__payload``/``o__valid``/``o__ready``; payloads are flat lanes (:mod:`.hw.stream`). The input stream is
+the image channels-last, ``in_lanes`` codes a beat; the output stream is the last layer's output
+channels-last ((OH, OW, OC) raster order, a dense layer's OC values in order), ``out_lanes`` codes a beat.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Module
+from amaranth.back import verilog
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .hw import dwc, spec, stream
+from .hw.fifo import StreamFIFO
+from .hw.mvu import MVU
+from .hw.pool import MaxPool
+from .hw.window import SlidingWindow
+
+TOP = "fpga_flow_stream"  # Verilog module name of the design
+
+
+def _io(layer) -> tuple[tuple[int, int, int], int, bool]:
+    """(input shape, input bits, input signed) a layer expects."""
+    if isinstance(layer, spec.MaxPool):
+        return layer.in_shape, layer.bits, layer.signed
+    return layer.in_shape, layer.in_bits, layer.in_signed
+
+
+def _out(layer) -> tuple[tuple[int, int, int], int, bool]:
+    """(output shape, output bits, output signed) of a layer's stream; a final Mac sends signed accumulators."""
+    if isinstance(layer, spec.MaxPool):
+        return layer.out_shape, layer.bits, layer.signed
+    # a dense layer's output is one pixel whatever its in_shape (spec.Mac.out_shape assumes a 1x1 input there)
+    shape = (1, 1, layer.out_channels) if layer.kind == "dense" else layer.out_shape
+    return shape, layer.out_bits, layer.out_signed or layer.requant is None
+
+
+class Design(wiring.Component):
+    """Streaming dataflow top for ``layers``; ``stages`` lists its blocks in stream order (name, component)."""
+
+    def __init__(self, layers: list, input_lanes: int, fifo_depth: int = 2):
+        if not layers:
+            raise ValueError("Design: no layers")
+        self.layers = list(layers)
+        self.in_shape, self.in_bits, self.in_signed = _io(self.layers[0])
+        self.in_lanes = input_lanes
+        shape, bits, sgn = self.in_shape, self.in_bits, self.in_signed
+        lanes = input_lanes
+        dwc.check(shape[2], lanes, lanes)
+        self.stages: list[tuple[str, wiring.Component]] = [("fifo_in", StreamFIFO(lanes, bits, fifo_depth))]
+        for n, layer in enumerate(self.layers):
+            want_shape, want_bits, want_signed = _io(layer)
+            is_dense = isinstance(layer, spec.Mac) and layer.kind == "dense"
+            same_shape = math.prod(want_shape) == math.prod(shape) if is_dense else tuple(want_shape) == shape
+            if not same_shape or (want_bits, want_signed) != (bits, sgn):
+                raise ValueError(f"Design: layer {n} ({type(layer).__name__}) expects {want_shape} "
+                                 f"{'signed' if want_signed else 'unsigned'} {want_bits}-bit codes, but receives "
+                                 f"{shape} {'signed' if sgn else 'unsigned'} {bits}-bit codes")
+            if isinstance(layer, spec.MaxPool):
+                self.stages.append((f"l{n}_pool", MaxPool(layer, lanes)))
+            else:
+                if lanes != layer.simd:
+                    dwc.check(math.prod(shape) if is_dense else shape[2], lanes, layer.simd)
+                    self.stages.append((f"l{n}_dwc", dwc.WidthConverter(lanes, layer.simd, bits)))
+                if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
+                    self.stages.append((f"l{n}_swg", SlidingWindow(shape, layer.k, layer.stride, layer.pad,
+                                                                   layer.simd, bits,
+                                                                   depthwise=layer.kind == "depthwise")))
+                self.stages.append((f"l{n}_mvu", MVU(layer)))
+                lanes = layer.pe
+            shape, bits, sgn = _out(layer)
+            shape = tuple(shape)
+            self.stages.append((f"l{n}_fifo", StreamFIFO(lanes, bits, fifo_depth)))
+        self.out_shape, self.out_bits, self.out_signed, self.out_lanes = shape, bits, sgn, lanes
+        super().__init__({"i": In(stream.signature(self.in_lanes, self.in_bits)),
+                          "o": Out(stream.signature(self.out_lanes, self.out_bits))})
+
+    @property
+    def n_in(self) -> int:
+        """Input codes per image."""
+        return math.prod(self.in_shape)
+
+    @property
+    def n_out(self) -> int:
+        """Output codes per image."""
+        return math.prod(self.out_shape)
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, block in self.stages:
+            m.submodules[name] = block
+        blocks = [b for _, b in self.stages]
+        wiring.connect(m, wiring.flipped(self.i), blocks[0].i)
+        for a, b in zip(blocks, blocks[1:]):
+            wiring.connect(m, a.o, b.i)
+        wiring.connect(m, blocks[-1].o, wiring.flipped(self.o))
+        return m
+
+
+def to_verilog(design: Design) -> str:
+    """The design as one Verilog file, top module :data:`TOP`."""
+    return verilog.convert(design, name=TOP, emit_src=False)
