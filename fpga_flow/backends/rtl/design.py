@@ -16,6 +16,7 @@ channels-last ((OH, OW, OC) raster order, a dense layer's OC values in order), `
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from amaranth import Module
 from amaranth.back import verilog
@@ -59,7 +60,7 @@ class Design(wiring.Component):
         shape, bits, sgn = self.in_shape, self.in_bits, self.in_signed
         lanes = input_lanes
         dwc.check(shape[2], lanes, lanes)
-        self.stages: list[tuple[str, wiring.Component]] = [("fifo_in", StreamFIFO(lanes, bits, fifo_depth))]
+        plan = [("fifo_in", partial(StreamFIFO, lanes, bits, fifo_depth))]  # checked whole before building
         for n, layer in enumerate(self.layers):
             want_shape, want_bits, want_signed = _io(layer)
             is_dense = isinstance(layer, spec.Mac) and layer.kind == "dense"
@@ -69,20 +70,20 @@ class Design(wiring.Component):
                                  f"{'signed' if want_signed else 'unsigned'} {want_bits}-bit codes, but receives "
                                  f"{shape} {'signed' if sgn else 'unsigned'} {bits}-bit codes")
             if isinstance(layer, spec.MaxPool):
-                self.stages.append((f"l{n}_pool", MaxPool(layer, lanes)))
+                plan.append((f"l{n}_pool", partial(MaxPool, layer, lanes)))
             else:
                 if lanes != layer.simd:
                     dwc.check(math.prod(shape) if is_dense else shape[2], lanes, layer.simd)
-                    self.stages.append((f"l{n}_dwc", dwc.WidthConverter(lanes, layer.simd, bits)))
+                    plan.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, layer.simd, bits)))
                 if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
-                    self.stages.append((f"l{n}_swg", SlidingWindow(shape, layer.k, layer.stride, layer.pad,
-                                                                   layer.simd, bits,
-                                                                   depthwise=layer.kind == "depthwise")))
-                self.stages.append((f"l{n}_mvu", MVU(layer)))
+                    plan.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
+                                                      layer.simd, bits, depthwise=layer.kind == "depthwise")))
+                plan.append((f"l{n}_mvu", partial(MVU, layer)))
                 lanes = layer.pe
             shape, bits, sgn = _out(layer)
             shape = tuple(shape)
-            self.stages.append((f"l{n}_fifo", StreamFIFO(lanes, bits, fifo_depth)))
+            plan.append((f"l{n}_fifo", partial(StreamFIFO, lanes, bits, fifo_depth)))
+        self.stages: list[tuple[str, wiring.Component]] = [(name, make()) for name, make in plan]
         self.out_shape, self.out_bits, self.out_signed, self.out_lanes = shape, bits, sgn, lanes
         super().__init__({"i": In(stream.signature(self.in_lanes, self.in_bits)),
                           "o": Out(stream.signature(self.out_lanes, self.out_bits))})
