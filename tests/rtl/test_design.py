@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_flow.backends.rtl.design import Design
+from fpga_flow.backends.rtl.design import Design, plan
 from fpga_flow.backends.rtl.hw import spec, stream
 from fpga_flow.backends.rtl.hw.mvu import acc_bits
 from tests.rtl.stream_tb import run_stream
@@ -61,7 +61,6 @@ def test_design_chain_equals_reference_with_stalls():
     assert np.array_equal(got, want)
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")  # the refused Design object itself
 def test_design_refuses_a_broken_chain():
     rng = np.random.default_rng(0)
     conv = spec.Mac("conv", (4, 4, 1), rng.integers(-3, 4, (2, 3, 3, 1)), 4, False, k=3, pad=1,
@@ -69,6 +68,6 @@ def test_design_refuses_a_broken_chain():
                     out_bits=1)
     pool = spec.MaxPool((4, 4, 2), 2, bits=2, signed=False)  # conv sends 1-bit codes
     with pytest.raises(ValueError, match="layer 1 .*expects .*2-bit.* receives .*1-bit"):
-        Design([conv, pool], input_lanes=1)
+        plan([conv, pool], input_lanes=1)
     with pytest.raises(ValueError, match="not a multiple of 3"):
-        Design([conv], input_lanes=3)
+        plan([conv], input_lanes=3)

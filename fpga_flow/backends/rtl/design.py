@@ -16,6 +16,8 @@ channels-last ((OH, OW, OC) raster order, a dense layer's OC values in order), `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from amaranth import Module
@@ -48,43 +50,66 @@ def _out(layer) -> tuple[tuple[int, int, int], int, bool]:
     return shape, layer.out_bits, layer.out_signed or layer.requant is None
 
 
+@dataclass
+class Plan:
+    """The blocks of a design in stream order (name, constructor), and its two streams' formats: everything
+    checked before any block is built."""
+
+    blocks: list[tuple[str, Callable[[], wiring.Component]]]
+    in_shape: tuple[int, int, int]
+    in_lanes: int
+    in_bits: int
+    in_signed: bool
+    out_shape: tuple[int, int, int]
+    out_lanes: int
+    out_bits: int
+    out_signed: bool
+
+
+def plan(layers: list, input_lanes: int, fifo_depth: int = 2) -> Plan:
+    """Chain ``layers``; raises ValueError naming the first layer whose input does not match what it gets."""
+    if not layers:
+        raise ValueError("Design: no layers")
+    in_shape, in_bits, in_signed = _io(layers[0])
+    shape, bits, sgn, lanes = tuple(in_shape), in_bits, in_signed, input_lanes
+    dwc.check(shape[2], lanes, lanes)
+    blocks = [("fifo_in", partial(StreamFIFO, lanes, bits, fifo_depth))]
+    for n, layer in enumerate(layers):
+        want_shape, want_bits, want_signed = _io(layer)
+        is_dense = isinstance(layer, spec.Mac) and layer.kind == "dense"
+        same_shape = math.prod(want_shape) == math.prod(shape) if is_dense else tuple(want_shape) == shape
+        if not same_shape or (want_bits, want_signed) != (bits, sgn):
+            raise ValueError(f"Design: layer {n} ({type(layer).__name__}) expects {want_shape} "
+                             f"{'signed' if want_signed else 'unsigned'} {want_bits}-bit codes, but receives "
+                             f"{shape} {'signed' if sgn else 'unsigned'} {bits}-bit codes")
+        if isinstance(layer, spec.MaxPool):
+            blocks.append((f"l{n}_pool", partial(MaxPool, layer, lanes)))
+        else:
+            if lanes != layer.simd:
+                dwc.check(math.prod(shape) if is_dense else shape[2], lanes, layer.simd)
+                blocks.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, layer.simd, bits)))
+            if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
+                blocks.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
+                                                    layer.simd, bits, depthwise=layer.kind == "depthwise")))
+            blocks.append((f"l{n}_mvu", partial(MVU, layer)))
+            lanes = layer.pe
+        shape, bits, sgn = _out(layer)
+        shape = tuple(shape)
+        blocks.append((f"l{n}_fifo", partial(StreamFIFO, lanes, bits, fifo_depth)))
+    return Plan(blocks, tuple(in_shape), input_lanes, in_bits, in_signed, shape, lanes, bits, sgn)
+
+
 class Design(wiring.Component):
-    """Streaming dataflow top for ``layers``; ``stages`` lists its blocks in stream order (name, component)."""
+    """Streaming dataflow top for ``layers`` (see :func:`plan`); ``stages`` lists its blocks in stream order
+    (name, component); ``in_*``/``out_*`` describe its two streams."""
 
     def __init__(self, layers: list, input_lanes: int, fifo_depth: int = 2):
-        if not layers:
-            raise ValueError("Design: no layers")
+        p = plan(layers, input_lanes, fifo_depth)
         self.layers = list(layers)
-        self.in_shape, self.in_bits, self.in_signed = _io(self.layers[0])
-        self.in_lanes = input_lanes
-        shape, bits, sgn = self.in_shape, self.in_bits, self.in_signed
-        lanes = input_lanes
-        dwc.check(shape[2], lanes, lanes)
-        plan = [("fifo_in", partial(StreamFIFO, lanes, bits, fifo_depth))]  # checked whole before building
-        for n, layer in enumerate(self.layers):
-            want_shape, want_bits, want_signed = _io(layer)
-            is_dense = isinstance(layer, spec.Mac) and layer.kind == "dense"
-            same_shape = math.prod(want_shape) == math.prod(shape) if is_dense else tuple(want_shape) == shape
-            if not same_shape or (want_bits, want_signed) != (bits, sgn):
-                raise ValueError(f"Design: layer {n} ({type(layer).__name__}) expects {want_shape} "
-                                 f"{'signed' if want_signed else 'unsigned'} {want_bits}-bit codes, but receives "
-                                 f"{shape} {'signed' if sgn else 'unsigned'} {bits}-bit codes")
-            if isinstance(layer, spec.MaxPool):
-                plan.append((f"l{n}_pool", partial(MaxPool, layer, lanes)))
-            else:
-                if lanes != layer.simd:
-                    dwc.check(math.prod(shape) if is_dense else shape[2], lanes, layer.simd)
-                    plan.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, layer.simd, bits)))
-                if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
-                    plan.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
-                                                      layer.simd, bits, depthwise=layer.kind == "depthwise")))
-                plan.append((f"l{n}_mvu", partial(MVU, layer)))
-                lanes = layer.pe
-            shape, bits, sgn = _out(layer)
-            shape = tuple(shape)
-            plan.append((f"l{n}_fifo", partial(StreamFIFO, lanes, bits, fifo_depth)))
-        self.stages: list[tuple[str, wiring.Component]] = [(name, make()) for name, make in plan]
-        self.out_shape, self.out_bits, self.out_signed, self.out_lanes = shape, bits, sgn, lanes
+        self.in_shape, self.in_lanes, self.in_bits, self.in_signed = p.in_shape, p.in_lanes, p.in_bits, p.in_signed
+        self.out_shape, self.out_lanes, self.out_bits = p.out_shape, p.out_lanes, p.out_bits
+        self.out_signed = p.out_signed
+        self.stages: list[tuple[str, wiring.Component]] = [(name, make()) for name, make in p.blocks]
         super().__init__({"i": In(stream.signature(self.in_lanes, self.in_bits)),
                           "o": Out(stream.signature(self.out_lanes, self.out_bits))})
 
