@@ -33,19 +33,17 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PORTS = {f"{s}_{m}": f"{s}___05F{m}" for s in ("i", "o") for m in ("payload", "valid", "ready")}
 
 
-def testbench(top: str, in_lanes: int, in_bits: int, out_lanes: int, out_bits: int, out_signed: bool,
-              n_in: int, n_out: int) -> str:
-    """The C++ testbench source for one top and its stream shapes (codes per image: ``n_in``, ``n_out``)."""
+def testbench(top: str, in_lanes: int, in_bits: int, out_lanes: int, out_bits: int, out_signed: bool) -> str:
+    """The C++ testbench source for one top and its stream formats (beats per image are run-time arguments,
+    so one build serves any image size)."""
     if not _IDENT.fullmatch(top):
         raise FlowError(f"top module name {top!r} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
-    for what, lanes, bits, count in (("input", in_lanes, in_bits, n_in), ("output", out_lanes, out_bits, n_out)):
-        if not 1 <= bits <= 32:
-            raise FlowError(f"{what} codes of {bits} bits: the testbench exchanges int32 codes (1..32 bits)")
-        if lanes < 1 or count % lanes:
-            raise FlowError(f"{count} {what} codes per image do not fill whole beats of {lanes} lanes")
+    for what, lanes, bits in (("input", in_lanes, in_bits), ("output", out_lanes, out_bits)):
+        if not 1 <= bits <= 32 or lanes < 1:
+            raise FlowError(f"{what} stream of {lanes} lanes of {bits} bits: the testbench exchanges int32 codes "
+                            "(1..32 bits, at least one lane)")
     return render(TEMPLATE, top=top, in_lanes=in_lanes, in_bits=in_bits, out_lanes=out_lanes, out_bits=out_bits,
-                  out_signed=out_signed, n_in_beats=n_in // in_lanes, n_out_beats=n_out // out_lanes,
-                  idle_limit=IDLE_LIMIT, drain_cycles=DRAIN_CYCLES, port=PORTS)
+                  out_signed=out_signed, idle_limit=IDLE_LIMIT, drain_cycles=DRAIN_CYCLES, port=PORTS)
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, what: str) -> None:
@@ -127,12 +125,16 @@ def simulate(verilog: str, top: str, in_lanes: int, in_bits: int, out_lanes: int
     if n < 1 or x.min() < lo or x.max() > hi:
         raise FlowError(f"input codes must be {n} >= 1 images of integers in [{lo}, {hi}] "
                         f"({'signed' if in_signed else 'unsigned'} {in_bits} bits)")
-    tb = testbench(top, in_lanes, in_bits, out_lanes, out_bits, out_signed, x.shape[1], n_out)
+    for what, count, lanes in (("input", x.shape[1], in_lanes), ("output", n_out, out_lanes)):
+        if count < 1 or count % lanes:
+            raise FlowError(f"{count} {what} codes per image do not fill whole beats of {lanes} lanes")
+    tb = testbench(top, in_lanes, in_bits, out_lanes, out_bits, out_signed)
     binary, info = build(verilog, top, tb, cache)
     with tempfile.TemporaryDirectory(prefix="stream-run-") as d:
         d = Path(d)
         x.astype(np.int32).tofile(d / "in.bin")
-        cmd = [str(binary), str(d / "in.bin"), str(n), str(d / "out.bin"), str(d / "stamps.bin")]
+        cmd = [str(binary), str(d / "in.bin"), str(n), str(x.shape[1] // in_lanes), str(n_out // out_lanes),
+               str(d / "out.bin"), str(d / "stamps.bin")]
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
