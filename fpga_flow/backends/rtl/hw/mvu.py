@@ -19,8 +19,10 @@ lane ``p`` multiplies channel ``g*PE+p`` by its own weight.
 
 Pipeline (all stages move together on ``adv``, which is high unless the output register holds a beat the
 consumer does not take; so ``i.ready`` depends combinationally on ``o.ready``, and a FIFO between blocks
-breaks that chain): S0 counters/ROM addresses -> S1 products and adder tree -> S2 accumulate -> S3 threshold
-compare -> output register. Latency from an input beat to the output beat it completes: :data:`LATENCY`.
+breaks that chain): S0 counters/ROM addresses -> S1 ROM/buffer outputs -> Sa registered operands -> Sb
+registered products -> S2 adder tree -> accumulators -> S3 threshold compares -> S4 count and base -> output
+register. The operand and product registers were added after nextpnr put the ECP5 critical path through the
+block RAM's clock-to-out, a multiplier and the tree in one cycle (48.6 MHz on a 3x3 16->32 conv, PE=4 SIMD=8). Latency from an input beat to the output beat it completes: :data:`LATENCY`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from amaranth.lib.wiring import In, Out
 
 from . import spec, stream
 
-LATENCY = 4  # cycles from an input beat's handshake to o.valid of the output beat it completes
+RAM_STYLES = ("auto", "block", "distributed", "logic")
+LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes
 
 
 def _signed_bits(lo: int, hi: int) -> int:
@@ -100,8 +103,12 @@ def folding(layer: spec.Mac) -> tuple[int, int]:
 class MVU(wiring.Component):
     """Folded matrix-vector unit for one :class:`spec.Mac` (conv, dense or depthwise); see the module doc."""
 
-    def __init__(self, layer: spec.Mac) -> None:
-        self.layer = layer
+    def __init__(self, layer: spec.Mac, ram_style: str = "auto") -> None:
+        """``ram_style``: how synthesis should build the weight ROM: "auto" (the tool's choice; yosys turns
+        small constant ROMs into LUT logic), "block" (BRAM), "distributed" (LUTRAM) or "logic"."""
+        if ram_style not in RAM_STYLES:
+            raise ValueError(f"MVU ram_style {ram_style!r}; valid: {', '.join(RAM_STYLES)}")
+        self.layer, self.ram_style = layer, ram_style
         self.nf, self.sf = folding(layer)
         self.dw = layer.kind == "depthwise"
         self.abits = acc_bits(layer) if layer.requant is None else _signed_bits(*acc_range(layer, False))
@@ -171,7 +178,8 @@ class MVU(wiring.Component):
         nf_n, sf_n = self.nf, self.sf
         wb, wwords = self.weight_words()
         lanes_w = pe if self.dw else pe * simd
-        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords)
+        attrs = {} if self.ram_style == "auto" else {"ram_style": self.ram_style, "rom_style": self.ram_style}
+        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords, attrs=attrs)
         wrp = wrom.read_port()
         lay = self.param_layout()
         pwords = self.param_words()
@@ -212,7 +220,30 @@ class MVU(wiring.Component):
                          brp.addr.eq(sf), brp.en.eq(adv)]
             x = Mux(s1_stream, s1_x, brp.data)
 
-        # ---- S1: PE x SIMD products, one exact adder tree per PE ----
+        def delay(sig, name):
+            """``sig`` one pipeline stage later (moves on adv)."""
+            r = Signal.like(sig, name=name)
+            with m.If(adv):
+                m.d.sync += r.eq(sig)
+            return r
+
+        # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
+        a_x, a_w = delay(x, "a_x"), delay(wrp.data, "a_w")
+        tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
+        a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
+
+        # ---- Sa -> Sb: PE x SIMD registered products ----
+        terms = []
+        for p in range(pe):
+            if self.dw:
+                prods = [stream.lane(a_x, p, L.in_bits, L.in_signed) * stream.lane(a_w, p, wb, True)]
+            else:
+                prods = [stream.lane(a_x, s, L.in_bits, L.in_signed) * stream.lane(a_w, p * simd + s, wb, True)
+                         for s in range(simd)]
+            terms.append([delay(v, f"b_prod{p}_{s}") for s, v in enumerate(prods)])
+        b_tags = {k: delay(v, f"b_{k}") for k, v in a_tags.items()}
+
+        # ---- Sb -> S2: one exact adder tree per PE ----
         plo, phi = _product_bounds(L)
         if self.dw:
             dot_range = (int(min(plo.min(), 0)), int(max(phi.max(), 0)))
@@ -223,44 +254,36 @@ class MVU(wiring.Component):
         dbits = _signed_bits(*dot_range)
         s2_dot = [Signal(signed(dbits), name=f"s2_dot{p}") for p in range(pe)]
         for p in range(pe):
-            if self.dw:
-                terms = [stream.lane(x, p, L.in_bits, L.in_signed) * stream.lane(wrp.data, p, wb, True)]
-            else:
-                terms = [stream.lane(x, s, L.in_bits, L.in_signed) * stream.lane(wrp.data, p * simd + s, wb, True)
-                         for s in range(simd)]
             with m.If(adv):
-                m.d.sync += s2_dot[p].eq(_tree(terms))  # exact: dbits holds every sum
-        s2_valid, s2_first, s2_last, s2_nf = Signal(), Signal(), Signal(), Signal.like(nf)
-        with m.If(adv):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_nf.eq(s1_nf)]
+                m.d.sync += s2_dot[p].eq(_tree(terms[p]))  # exact: dbits holds every sum
+        s2 = {k: delay(v, f"s2_{k}") for k, v in b_tags.items()}
 
         # ---- S2: accumulate; the per-fold parameters are read for S3 ----
         ab = self.abits
         acc = [Signal(signed(ab), name=f"acc{p}") for p in range(pe)]
         for p in range(pe):
-            with m.If(adv & s2_valid):
-                m.d.sync += acc[p].eq(Mux(s2_first, 0, acc[p]) + s2_dot[p])  # exact: ab holds every partial sum
-        s3_valid = Signal()
-        m.d.comb += [prp.addr.eq(s2_nf), prp.en.eq(adv)]
-        with m.If(adv):
-            m.d.sync += s3_valid.eq(s2_valid & s2_last)
+            with m.If(adv & s2["valid"]):
+                m.d.sync += acc[p].eq(Mux(s2["first"], 0, acc[p]) + s2_dot[p])  # exact: ab holds every partial sum
+        m.d.comb += [prp.addr.eq(s2["nf"]), prp.en.eq(adv)]
+        s3_valid = delay(s2["valid"] & s2["last"], "s3_valid")
 
-        # ---- S3: requantize (or add the bias) into the output register ----
+        # ---- S3: compare with the thresholds (or add the bias) -> S4: count, base -> output register ----
         ob = L.out_bits
         codes = [Signal(ob, name=f"code{p}") for p in range(pe)]  # .eq sign-extends or truncates to ob bits
         for p in range(pe):
             word = prp.data[p * lay["bits"]:(p + 1) * lay["bits"]]
             if lay["kind"] == "bias":
-                m.d.comb += codes[p].eq(acc[p] + word.as_signed())
+                m.d.comb += codes[p].eq(delay(acc[p] + word.as_signed(), f"s4_sum{p}"))
                 continue
             tb, n_t = lay["tbits"], lay["L"]
-            hits = [acc[p] >= word[k * tb:(k + 1) * tb].as_signed() for k in range(n_t)]
-            count = _tree(hits) if hits else Const(0, 1)
-            base = word[n_t * tb:n_t * tb + lay["bbits"]].as_signed()
-            neg = word[n_t * tb + lay["bbits"]]
+            hits = delay(Cat(*[acc[p] >= word[k * tb:(k + 1) * tb].as_signed() for k in range(n_t)]), f"s4_hits{p}")
+            count = _tree([hits[k] for k in range(n_t)]) if n_t else Const(0, 1)
+            base = delay(word[n_t * tb:n_t * tb + lay["bbits"]].as_signed(), f"s4_base{p}")
+            neg = delay(word[n_t * tb + lay["bbits"]], f"s4_neg{p}")
             m.d.comb += codes[p].eq(Mux(neg, base - count, base + count))
+        s4_valid = delay(s3_valid, "s4_valid")
         with m.If(adv):
-            m.d.sync += [self.o.valid.eq(s3_valid), self.o.payload.eq(Cat(*codes))]
+            m.d.sync += [self.o.valid.eq(s4_valid), self.o.payload.eq(Cat(*codes))]
         return m
 
 
@@ -271,4 +294,4 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "LATENCY", "acc_bits", "acc_range", "folding", "in_range", "weight_matrix"]
+__all__ = ["MVU", "LATENCY", "RAM_STYLES", "acc_bits", "acc_range", "folding", "in_range", "weight_matrix"]
