@@ -16,7 +16,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.mvu import MVU, acc_bits, folding
+from fpga_flow.backends.rtl.hw.mvu import LATENCY, MVU, acc_bits, folding
 
 pytestmark = pytest.mark.rtl
 
@@ -164,6 +164,7 @@ def test_mvu_equals_spec(case, stalls):
         lasts = t_out[nf - 1::nf]
         assert np.diff(firsts).tolist() == [nf * sf] * (n_vec - 1)
         assert np.diff(lasts).tolist() == [nf * sf] * (n_vec - 1)
+        assert t_out[0] - t_in[sf - 1] == LATENCY  # the first fold's last input beat -> its output beat
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # the refused MVU is never elaborated

@@ -22,7 +22,8 @@ consumer does not take; so ``i.ready`` depends combinationally on ``o.ready``, a
 breaks that chain): S0 counters/ROM addresses -> S1 ROM/buffer outputs -> Sa registered operands -> Sb
 registered products -> S2 adder tree -> accumulators -> S3 threshold compares -> S4 count and base -> output
 register. The operand and product registers were added after nextpnr put the ECP5 critical path through the
-block RAM's clock-to-out, a multiplier and the tree in one cycle (48.6 MHz on a 3x3 16->32 conv, PE=4 SIMD=8). Latency from an input beat to the output beat it completes: :data:`LATENCY`.
+block RAM's clock-to-out, a multiplier and the tree in one cycle (48.6 MHz on a 3x3 16->32 conv, PE=4
+SIMD=8; 110.7 MHz after). Latency from an input beat to the output beat it completes: :data:`LATENCY`.
 """
 
 from __future__ import annotations
@@ -36,10 +37,20 @@ from amaranth.lib.wiring import In, Out
 from . import spec, stream
 
 RAM_STYLES = ("auto", "block", "distributed", "logic")
+BLOCK_MIN_DEPTH = 64  # "auto": weight ROMs of this many words (NF*SF) or more go to block RAM
+
+
+def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
+    """The synthesis attribute the weight ROM gets (``auto`` resolved here, so the cost model knows it)."""
+    if ram_style != "auto":
+        return ram_style
+    return "block" if depth >= BLOCK_MIN_DEPTH else "logic"
+
+
 LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes
 
 
-def _signed_bits(lo: int, hi: int) -> int:
+def signed_bits(lo: int, hi: int) -> int:
     """Fewest two's-complement bits holding every integer in [lo, hi]."""
     bits = 1
     while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
@@ -79,7 +90,7 @@ def acc_range(layer: spec.Mac, with_bias: bool = True) -> tuple[int, int]:
 def acc_bits(layer: spec.Mac) -> int:
     """Two's-complement accumulator width: holds every partial sum and the final sum plus bias of any input.
     A final layer's ``out_bits`` must be at least this."""
-    return _signed_bits(*acc_range(layer, with_bias=True))
+    return signed_bits(*acc_range(layer, with_bias=True))
 
 
 def folding(layer: spec.Mac) -> tuple[int, int]:
@@ -104,14 +115,15 @@ class MVU(wiring.Component):
     """Folded matrix-vector unit for one :class:`spec.Mac` (conv, dense or depthwise); see the module doc."""
 
     def __init__(self, layer: spec.Mac, ram_style: str = "auto") -> None:
-        """``ram_style``: how synthesis should build the weight ROM: "auto" (the tool's choice; yosys turns
-        small constant ROMs into LUT logic), "block" (BRAM), "distributed" (LUTRAM) or "logic"."""
+        """``ram_style``: how synthesis should build the weight ROM: "block" (BRAM), "distributed" (LUTRAM),
+        "logic", or "auto": block from :data:`BLOCK_MIN_DEPTH` words on, logic below (a shallow ROM would
+        use a BRAM per 36 bits of width; as logic, yosys folds the constants)."""
         if ram_style not in RAM_STYLES:
             raise ValueError(f"MVU ram_style {ram_style!r}; valid: {', '.join(RAM_STYLES)}")
         self.layer, self.ram_style = layer, ram_style
         self.nf, self.sf = folding(layer)
         self.dw = layer.kind == "depthwise"
-        self.abits = acc_bits(layer) if layer.requant is None else _signed_bits(*acc_range(layer, False))
+        self.abits = acc_bits(layer) if layer.requant is None else signed_bits(*acc_range(layer, False))
         if layer.requant is None and layer.out_bits < acc_bits(layer):
             raise ValueError(f"MVU final layer: out_bits={layer.out_bits} < acc_bits={acc_bits(layer)}")
         if layer.requant is not None and layer.out_bits < 1:
@@ -124,7 +136,7 @@ class MVU(wiring.Component):
     def weight_words(self) -> tuple[int, list[int]]:
         """(bits per weight, one word per (nf, sf)): weight (p, s) at bits [(p*SIMD+s)*wb, ...)."""
         w = weight_matrix(self.layer)
-        wb = _signed_bits(int(min(w.min(), 0)), int(max(w.max(), 0)))
+        wb = signed_bits(int(min(w.min(), 0)), int(max(w.max(), 0)))
         pe, simd, words = self.layer.pe, self.layer.simd, []
         for nf in range(self.nf):
             for sf in range(self.sf):
@@ -144,8 +156,8 @@ class MVU(wiring.Component):
         lo, hi = acc_range(self.layer, with_bias=False)
         T = np.asarray(rq.T, dtype=np.int64)
         base = np.asarray(rq.base, dtype=np.int64)
-        tb = _signed_bits(lo, hi + 1)
-        bb = _signed_bits(int(min(base.min(), 0)), int(max(base.max(), 0)))
+        tb = signed_bits(lo, hi + 1)
+        bb = signed_bits(int(min(base.min(), 0)), int(max(base.max(), 0)))
         return {"kind": "thresholds", "L": int(T.shape[1]), "tbits": tb, "bbits": bb, "lo": lo, "hi": hi,
                 "bits": T.shape[1] * tb + bb + 1}
 
@@ -178,7 +190,8 @@ class MVU(wiring.Component):
         nf_n, sf_n = self.nf, self.sf
         wb, wwords = self.weight_words()
         lanes_w = pe if self.dw else pe * simd
-        attrs = {} if self.ram_style == "auto" else {"ram_style": self.ram_style, "rom_style": self.ram_style}
+        style = weight_ram_style(len(wwords), self.ram_style)
+        attrs = {"ram_style": style, "rom_style": style}
         m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords, attrs=attrs)
         wrp = wrom.read_port()
         lay = self.param_layout()
@@ -251,7 +264,7 @@ class MVU(wiring.Component):
             sl = plo.reshape(plo.shape[0], sf_n, simd).sum(2)
             sh = phi.reshape(phi.shape[0], sf_n, simd).sum(2)
             dot_range = (int(min(sl.min(), 0)), int(max(sh.max(), 0)))
-        dbits = _signed_bits(*dot_range)
+        dbits = signed_bits(*dot_range)
         s2_dot = [Signal(signed(dbits), name=f"s2_dot{p}") for p in range(pe)]
         for p in range(pe):
             with m.If(adv):
@@ -294,4 +307,4 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "LATENCY", "RAM_STYLES", "acc_bits", "acc_range", "folding", "in_range", "weight_matrix"]
+__all__ = ["MVU", "LATENCY", "signed_bits", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "acc_bits", "acc_range", "folding", "in_range", "weight_matrix"]
