@@ -19,7 +19,7 @@ filled until its last read has left the address register.
 
 For the clock: the per-row bookkeeping (rows to wait for, rows to free) is a constant table looked up a row
 ahead, and constant products are table lookups, not multipliers (an ECP5 place and route, nextpnr, of a
-28x28x16 3x3 window, SIMD 4, went from 74 to 102 MHz with these and the address register).
+28x28x16 3x3 window, SIMD 4, went from 56 to 102 MHz with these and the address register).
 """
 
 from __future__ import annotations
