@@ -14,7 +14,7 @@ import pytest
 
 from fpga_flow import rtl
 from fpga_flow.backends.rtl import verilator
-from fpga_flow.backends.rtl.design import TOP, Design, to_verilog
+from fpga_flow.backends.rtl.design import Design
 from fpga_flow.backends.rtl.hw import spec
 from fpga_flow.backends.rtl.hw.mvu import acc_bits
 from tests.conftest import needs_gxx
@@ -27,7 +27,7 @@ N_IMAGES = 50
 def tiny_model(rng: np.random.Generator, x: np.ndarray) -> list:
     conv = spec.Mac("conv", (8, 8, 1), rng.integers(-4, 4, size=(4, 3, 3, 1)), in_bits=4, in_signed=False,
                     bias=rng.integers(-8, 9, size=4), k=3, pad=1, pe=2, simd=1)
-    acc = spec.accumulate(conv, x)  # (bias included) thresholds where these images' accumulators are, so every code occurs
+    acc = spec.accumulate(conv, x)  # bias included: thresholds where these images' accumulators lie
     T = np.sort(rng.integers(int(acc.min()), int(acc.max()) + 1, size=(4, 15)), axis=1)
     direction = np.array([1, 1, -1, 1])
     base = np.where(direction < 0, 15, 0)
@@ -41,9 +41,7 @@ def tiny_model(rng: np.random.Generator, x: np.ndarray) -> list:
 
 
 def run(layers: list, x: np.ndarray) -> tuple[np.ndarray, dict]:
-    d = Design(layers, input_lanes=1)
-    return verilator.simulate(to_verilog(d), TOP, d.in_lanes, d.in_bits, d.out_lanes, d.out_bits,
-                              (d.in_signed, d.out_signed), x, d.n_out, rtl.cache_dir(), timeout_s=60)
+    return verilator.simulate_design(Design(layers, input_lanes=1), x, rtl.cache_dir(), timeout_s=60)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import numpy as np
 from ...codegen import render
 from ...errors import FlowError
 from ...rtl import verilator_env
+from .design import TOP, to_verilog
 
 TEMPLATE = "rtl/tb_stream.cpp.j2"
 IDLE_LIMIT = 100_000  # cycles without any beat moving before the testbench declares a stall
@@ -154,3 +155,11 @@ def simulate(verilog: str, top: str, in_lanes: int, in_bits: int, out_lanes: int
         **info,
     }
     return out, cycles
+
+
+def simulate_design(design, x_codes: np.ndarray, cache: Path, timeout_s: float | None = None
+                    ) -> tuple[np.ndarray, dict]:
+    """:func:`simulate` for a :class:`.design.Design`: its Verilog, top name and stream formats. The output
+    codes (N, n_out) are the last layer's output channels-last: ``out.reshape(N, *design.out_shape)``."""
+    return simulate(to_verilog(design), TOP, design.in_lanes, design.in_bits, design.out_lanes, design.out_bits,
+                    (design.in_signed, design.out_signed), x_codes, design.n_out, cache, timeout_s)
