@@ -51,3 +51,20 @@ def test_window_stream_equals_numpy_windows(shape, k, stride, pad, simd, depthwi
     got = run_stream(dut, beats, len(want), seed=k + 10 * stride)
     got = np.array([stream.unpack(b, simd, bits, True) for b in got])
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_window_stream_on_random_geometries(seed):
+    """Random K (1..5), stride (1..3), pad < K, small odd images, SIMD 1..3, both orders, stall rates 0..70%."""
+    rng = np.random.default_rng(100 + seed)
+    k, stride = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    pad = int(rng.integers(0, k))
+    H, W = (int(rng.integers(max(1, k - 2 * pad), 8)) for _ in range(2))
+    simd = int(rng.integers(1, 4))
+    C, depthwise = simd * int(rng.integers(1, 4)), bool(rng.integers(0, 2))
+    x = rng.integers(-4, 4, size=(2, H, W, C))
+    want = window_order(x, k, stride, pad, simd, depthwise)
+    beats = [stream.pack(v, 3) for v in x.reshape(-1, simd)]
+    got = run_stream(SlidingWindow((H, W, C), k, stride, pad, simd, 3, depthwise), beats, len(want), seed=seed,
+                     p_valid=float(rng.choice([0.3, 0.7, 1.0])), p_ready=float(rng.choice([0.3, 0.7, 1.0])))
+    assert np.array_equal(np.array([stream.unpack(b, simd, 3, True) for b in got]), want)
