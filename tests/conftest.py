@@ -21,6 +21,12 @@ def mnist_test():
 
 
 @pytest.fixture(scope="session")
+def mnist_dir(mnist_test) -> str:
+    """The folder the MNIST IDX files were found in (for commands run outside the checkout)."""
+    return str(mnist_test.source.parent if mnist_test.source.is_file() else mnist_test.source)
+
+
+@pytest.fixture(scope="session")
 def calibrated_convnet(mnist_test):
     """An untrained QuantConvNet whose activation scales were initialised from real images (fast, deterministic)."""
     from fpga_flow import data, zoo

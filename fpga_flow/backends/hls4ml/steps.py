@@ -66,6 +66,8 @@ def step_csim_build(state: State) -> State:
 
 
 def step_csim_run(state: State) -> State:
+    if state.backend.binaries is None:  # a run resumed at this step: the binaries (cached by digest) first
+        state = step_csim_build(state)
     hw_in = front.channels_last(state.ref["hw_input"])
     out, dt = csim.run(state.backend.binaries["exact"], state.path("hls"), hw_in, state.cfg.workers,
                       progress=state.progress, desc="csim")
