@@ -30,10 +30,34 @@ SUPPORTED_OPS = {
 }
 
 
+# the most values one tensor of the graph may declare (batch 1); past it, running the graph in the golden
+# step would end in a MemoryError instead of a message (an ONNX file can declare any dims)
+MAX_TENSOR_ELEMENTS = 1 << 26
+
+
+def check_tensor_shapes(model: ModelWrapper, limit: int = MAX_TENSOR_ELEMENTS) -> None:
+    """Every declared shape (inputs, outputs, value_info) has positive dims and at most ``limit`` elements."""
+    graph = model.graph
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if any(d is not None and d < 1 for d in dims):
+            raise FlowError(f"tensor {vi.name!r} declares shape {dims}: every dimension must be >= 1")
+        n = 1
+        for d in dims:
+            n *= d or 1
+        if n > limit:
+            raise FlowError(f"tensor {vi.name!r} declares shape {dims} ({n:,} values), more than the {limit:,} "
+                            "supported (fpga_flow.passes.check_supported.MAX_TENSOR_ELEMENTS)")
+
+
 class CheckSupported(Transformation):
     """Raise ``FlowError`` naming the first node the hardware flow cannot make bit-exact."""
 
     def apply(self, model: ModelWrapper):
+        check_tensor_shapes(model)
         listing = "; ".join(f"{k} ({v})" for k, v in SUPPORTED_OPS.items())
         first = model.graph.node[0] if model.graph.node else None
         inp = model.graph.input[0].name
