@@ -35,7 +35,7 @@ def test_seed0_float_scaled_conv_output_is_refused_in_check(index, conv, tmp_pat
         model.transform(passes.CheckSupported())
     msg = str(e.value)
     assert f"node {conv!r} (Conv)" in msg and "output quantizer" in msg
-    assert fuzz.refusal_reason(msg)  # counted as a refusal reason by the fuzzer
+    assert fuzz.refusal_reason(msg) == "float-scaled model ending at a conv without output quantizer"
 
 
 @pytest.mark.parametrize("index", [10, 38])
