@@ -6,33 +6,67 @@ A ?= 4
 BACKEND ?= hls4ml
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
-FLOW := $(PY) -m fpga_flow
 FUSE ?= 1
-BUILD_ARGS := --model $(MODEL) -n $(N) --weight-bits $(W) --act-bits $(A) --backend $(BACKEND) \
-	$(if $(filter 0 no false,$(FUSE)),--no-fuse) $(ARGS)
-
 FINN_PLUS ?= finn-plus==1.6.1
 
-.PHONY: help hls csim train test bench synth models clean venv venv-finn fuzz bench-accuracy rtl
+# Every variable reaches the shell through the environment and is expanded there inside quotes, never pasted
+# into the command line: `make hls 'MODEL=a; touch X #'` runs nothing and exits with the CLI's own error.
+# ARGS (extra flags) is split into words by Python's shlex (shell quoting rules, nothing executed or globbed).
+export MODEL N W A BACKEND PYTHON VENV ARGS SEED FINN_PLUS
+PY := "$$VENV/bin/python"
+# $(PYRUN) MODULE ARG...: python -m MODULE ARG... followed by the words of $ARGS
+PYRUN := $(PY) -c 'import os, runpy, shlex, sys; sys.argv[2:] += shlex.split(os.environ.get("ARGS", "")); \
+	runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)'
+FLOW := $(PYRUN) fpga_flow
+MODEL_ARGS := --model "$$MODEL" -n "$$N" --weight-bits "$$W" --act-bits "$$A" $(if $(filter 0 no false,$(FUSE)),--no-fuse)
+BUILD_ARGS := $(MODEL_ARGS) --backend "$$BACKEND"
+
+# make exits with the CLI's own exit code (0 ok, 1 usage/input, 2 missing tool, 3 not bit-exact), not make's
+# usual 2 for every failure: the command runs in `.run-<target>`, which records its code, and `<target>` then
+# ends make with it through `$(exit-with CODE)`, a 5-line GNU make plugin built here on first use (`load`,
+# GNU make >= 4.0 with gnumake.h). Without the plugin make still fails, with its own code 2.
+.DEFAULT_GOAL := help
+MAKE_STATE := build/.make
+EXIT_FILE = $(MAKE_STATE)/$(1).$(MAKE_PID).exit
+MAKE_PID := $(shell echo $$PPID)
+define EXIT_WITH_C
+#include <gnumake.h>
+#include <stdlib.h>
+int plugin_is_GPL_compatible;
+static char *exit_with(const char *name, unsigned int argc, char **argv) { exit(atoi(argv[0])); }
+int exit_with_gmk_setup(const gmk_floc *floc) { gmk_add_function("exit-with", exit_with, 1, 1, 0); return 1; }
+endef
+-load $(MAKE_STATE)/exit_with.so
+$(MAKE_STATE)/exit_with.so:
+	@$(shell mkdir -p $(MAKE_STATE))$(file >$(MAKE_STATE)/exit_with.c,$(EXIT_WITH_C))$(CC) -shared -fPIC \
+		-o $@ $(MAKE_STATE)/exit_with.c 2>/dev/null || true
+# $(call run,TARGET,COMMAND): the recipe line of .run-TARGET
+run = @mkdir -p $(MAKE_STATE); $(2); echo $$? > $(call EXIT_FILE,$(1))
+CLI_TARGETS := hls csim train test fuzz bench bench-accuracy synth rtl models
+$(CLI_TARGETS): %: .run-%
+	@$(eval code := $(or $(file <$(call EXIT_FILE,$*)),1))$(shell rm -f $(call EXIT_FILE,$*))$(if \
+		$(filter-out 0,$(code)),$(exit-with $(code)))exit $(code)
+
+.PHONY: help clean venv venv-finn $(CLI_TARGETS) $(addprefix .run-,$(CLI_TARGETS))
 help:
 	@echo "make hls MODEL=convnet [N=1000|all]  build the HLS project and verify it bit-exact in csim"
 	@echo "make hls MODEL=convnet FUSE=0        the same without the fused conv+ReLU kernels (for comparison)"
 	@echo "make csim MODEL=convnet N=5000       re-verify the existing project"
-	@echo "make train MODEL=convnet             quantization-aware training -> build/checkpoints/"
+	@echo "make train MODEL=convnet             quantization-aware training -> build/checkpoints/ (shipped ones untouched)"
 	@echo "make test                            the test suite (no vendor tools needed)"
-	@echo "make fuzz N=500                      random models through the flow: exact or refused, never wrong"
+	@echo "make fuzz [N=500] [SEED=0]           random models through the flow (default 50): exact or refused, never wrong"
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
-	@echo "make hls MODEL=mlp_tiny BACKEND=rtl   our Verilog (da4ml) == golden in Verilator, yosys counts (= make rtl)"
+	@echo "make hls MODEL=mlp_tiny BACKEND=rtl   our Verilog == golden in Verilator, yosys counts (make rtl: the same)"
 	@echo "make hls MODEL=mlp BACKEND=finn      FINN: every stage == golden, FINN's estimates (installs the finn extra)"
 	@echo "make models | make clean             list models | remove build/"
-	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(FLOW) hls --help"
+	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(VENV)/bin/python -m fpga_flow hls --help"
+	@echo "make exits with the CLI's code: 0 ok, 1 usage/input, 2 missing tool, 3 not bit-exact"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || "$$PYTHON" -m venv "$$VENV"
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
@@ -43,41 +77,42 @@ $(VENV)/.installed: pyproject.toml
 venv-finn: $(VENV)/.installed-finn
 $(VENV)/.installed-finn: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test,finn]'
-	$(PY) -m pip install -q --no-deps $(FINN_PLUS)
+	$(PY) -m pip install -q --no-deps "$$FINN_PLUS"
 	@touch $@
 
-hls: venv $(if $(filter finn,$(BACKEND)),venv-finn)
-	$(FLOW) hls $(BUILD_ARGS)
+.run-hls: venv $(if $(filter finn,$(BACKEND)),venv-finn)
+	$(call run,hls,$(FLOW) hls $(BUILD_ARGS))
 
-csim: venv
-	$(FLOW) csim $(BUILD_ARGS)
+.run-csim: venv
+	$(call run,csim,$(FLOW) csim $(BUILD_ARGS))
 
-train: venv
-	$(FLOW) train --model $(MODEL) --weight-bits $(W) --act-bits $(A) $(ARGS)
+.run-train: venv
+	$(call run,train,$(FLOW) train --model "$$MODEL" --weight-bits "$$W" --act-bits "$$A")
 
-test: venv
-	$(PY) -m pytest -q $(ARGS)
+.run-test: venv
+	$(call run,test,$(PYRUN) pytest -q)
 
-# random small Brevitas models through the whole flow; N models (e.g. make fuzz N=500), SEED for the generator
-fuzz: venv
-	$(FLOW) fuzz -n $(N) --seed $(or $(SEED),0) --log build/fuzz-failures.jsonl $(ARGS)
+# random small Brevitas models through the whole flow; N models when given (e.g. make fuzz N=500; else the
+# CLI's default, not the image count N of the other targets), SEED for the generator
+.run-fuzz: venv
+	$(call run,fuzz,$(FLOW) fuzz $(if $(filter command line environment,$(origin N)),-n "$$N") --seed "$${SEED:-0}" --log build/fuzz-failures.jsonl)
 
-bench: venv
-	$(FLOW) bench $(BUILD_ARGS) --doc-dir docs/bench
+.run-bench: venv
+	$(call run,bench,$(FLOW) bench $(BUILD_ARGS) --doc-dir docs/bench)
 
 # MNIST accuracy of every training recipe -> docs/bench/accuracy.md (rows already measured in build/accuracy are kept)
-bench-accuracy: venv
-	nice -n 10 $(FLOW) bench-accuracy --doc docs/bench/accuracy.md $(ARGS)
+.run-bench-accuracy: venv
+	$(call run,bench-accuracy,nice -n 10 $(FLOW) bench-accuracy --doc docs/bench/accuracy.md)
 
-synth: venv
-	$(FLOW) synth --model $(MODEL) $(ARGS)
+.run-synth: venv
+	$(call run,synth,$(FLOW) synth --model "$$MODEL")
 
-# the rtl backend (same as make hls BACKEND=rtl): Verilog, Verilator simulation (==), yosys synth_xilinx counts
-rtl: venv
-	nice -n 5 $(FLOW) rtl $(filter-out --backend $(BACKEND),$(BUILD_ARGS))
+# the rtl backend (the same as make hls BACKEND=rtl, plus its own flags): Verilator ==, yosys counts
+.run-rtl: venv
+	$(call run,rtl,nice -n 5 $(FLOW) rtl $(MODEL_ARGS))
 
-models: venv
-	@$(FLOW) models
+.run-models: venv
+	$(call run,models,$(FLOW) models)
 
 clean:
 	rm -rf build

@@ -61,7 +61,10 @@ def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True) -
                        help="finn backend: throughput target for FINN's folding, frames/s (default 10000)")
     p.add_argument("--io-type", default=d.io_type, choices=("io_stream", "io_parallel"),
                    help=f"hls4ml I/O style (default {d.io_type}, for conv models)")
-    p.add_argument("--part", default=d.part, help=f"FPGA part (default: PYNQ-Z2 {d.part})")
+    p.add_argument("--part", default=d.part, help=f"FPGA part (default: PYNQ-Z2 {d.part}; known parts: "
+                   "fpga_flow/parts.py)")
+    p.add_argument("--allow-unknown-part", action="store_true",
+                   help="accept a part that is not in the parts table (no utilisation figures then)")
     p.add_argument("--clock-ns", type=float, default=d.clock_ns, help=f"target clock period in ns (default {d.clock_ns:g})")
     p.add_argument("--reuse-factor", type=int, default=d.reuse_factor, help=f"hls4ml reuse factor (default {d.reuse_factor})")
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
@@ -96,7 +99,8 @@ def _config(a: argparse.Namespace, **extra) -> BuildConfig:
     return BuildConfig(model=a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
                        backend=backend, io_type=a.io_type, part=a.part, clock_ns=a.clock_ns,
                        reuse_factor=a.reuse_factor, fuse=a.fuse, n_images=a.images, stock_check_images=a.stock_check,
-                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint, extra=extra)
+                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint,
+                       allow_unknown_part=a.allow_unknown_part, extra=extra)
 
 
 def _build(cfg: BuildConfig, a: argparse.Namespace, reverify: bool = False) -> int:

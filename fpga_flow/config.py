@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 
+from . import parts
 from .errors import FlowError
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -47,6 +49,7 @@ class BuildConfig:
     device: str = "auto"  # torch reference: auto | cpu | cuda
     checkpoint: str | None = None
     extra: dict = field(default_factory=dict)
+    allow_unknown_part: bool = False  # build for a part not in fpga_flow/parts.py (no utilisation figures)
 
     def __post_init__(self) -> None:
         check_identifier(self.model, "model name")
@@ -59,14 +62,16 @@ class BuildConfig:
             raise FlowError(f"io_type {self.io_type!r} unknown: use one of {', '.join(IO_TYPES)}")
         if not (isinstance(self.reuse_factor, int) and self.reuse_factor >= 1):
             raise FlowError(f"reuse_factor must be a positive integer, got {self.reuse_factor!r}")
-        if not self.clock_ns > 0:
-            raise FlowError(f"clock_ns must be positive, got {self.clock_ns!r}")
+        if not (isinstance(self.clock_ns, (int, float)) and not isinstance(self.clock_ns, bool)
+                and math.isfinite(self.clock_ns) and self.clock_ns > 0):
+            raise FlowError(f"clock_ns must be a finite positive number of nanoseconds, got {self.clock_ns!r}")
         if self.n_images < 0 or self.stock_check_images < 0 or self.workers < 0:
             raise FlowError("n_images, stock_check_images and workers must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise FlowError(f"device {self.device!r} unknown: use auto, cpu or cuda")
         if not re.fullmatch(r"[A-Za-z0-9\-]+", self.part):
             raise FlowError(f"FPGA part {self.part!r} is not a valid part name")
+        parts.check(self.part, self.allow_unknown_part)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -67,29 +67,55 @@ def _find_file(d: Path, name: str) -> Path | None:
     return None
 
 
-def _read_idx(p: Path) -> bytes:
-    raw = p.read_bytes()
-    if p.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise FlowError(f"{p}: not a valid gzip file ({e})") from e
-    return raw
+# The largest IDX body read (bytes): MNIST's training images are 47 MB; the limit bounds the memory a
+# crafted file (e.g. a gzip bomb) can claim before it is refused. Raise it for larger datasets.
+MAX_IDX_BYTES = 1 << 30
+IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
 
 
-def _parse_idx(raw: bytes, p: Path, kind: str) -> np.ndarray:
-    magic = {"images": 0x00000803, "labels": 0x00000801}[kind]
-    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != magic:
-        raise FlowError(f"{p}: not an IDX {kind} file (bad magic number)")
-    n = int.from_bytes(raw[4:8], "big")
-    if kind == "images":
-        rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
-        body, shape = raw[16:], (n, rows, cols)
-    else:
-        body, shape = raw[8:], (n,)
-    if len(body) != int(np.prod(shape)):
-        raise FlowError(f"{p}: truncated ({len(body)} bytes of data, header says {np.prod(shape)})")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+def _open(p: Path):
+    """A byte stream of the uncompressed file: gzip decompresses lazily, so nothing past what is read is
+    ever inflated."""
+    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+
+
+def _read_exact(f, n: int, p: Path) -> bytes:
+    """``n`` bytes, or a FlowError saying the file is truncated or not gzip."""
+    try:
+        buf = f.read(n)
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut gzip stream raises EOFError
+        kind = "truncated" if isinstance(e, EOFError) else "not a valid gzip file"
+        raise FlowError(f"{p}: {kind} ({e})") from e
+    return buf
+
+
+def _read_idx(p: Path, kind: str, limit: int | None = None) -> tuple[bytes, np.ndarray]:
+    """(uncompressed bytes, array) of one IDX file with bounded memory: the header is read first, the size
+    it declares is checked against ``limit`` (default ``MAX_IDX_BYTES``), then exactly that many bytes are
+    read and one more is tried, so data longer than declared is called "too long" without inflating it."""
+    limit = MAX_IDX_BYTES if limit is None else limit
+    dims = 3 if kind == "images" else 1
+    with _open(p) as f:
+        head = _read_exact(f, 4 + 4 * dims, p)
+        if len(head) < 4 or int.from_bytes(head[:4], "big") != IDX_MAGIC[kind]:
+            raise FlowError(f"{p}: not an IDX {kind} file (bad magic number)")
+        if len(head) < 4 + 4 * dims:
+            raise FlowError(f"{p}: truncated (the header ends after {len(head)} bytes)")
+        shape = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+        if 0 in shape:
+            names = ("items", "rows", "columns")[:dims]
+            raise FlowError(f"{p}: empty IDX {kind} file (header says " +
+                            ", ".join(f"{v} {k}" for k, v in zip(names, shape)) + "); every size must be >= 1")
+        size = int(np.prod(shape, dtype=object))
+        if size > limit:
+            raise FlowError(f"{p}: header declares {size} bytes of data ({' x '.join(map(str, shape))}), more "
+                            f"than the limit of {limit} bytes (fpga_flow.data.MAX_IDX_BYTES)")
+        body = _read_exact(f, size, p)
+        if len(body) < size:
+            raise FlowError(f"{p}: truncated ({len(body)} bytes of data, header says {size})")
+        if _read_exact(f, 1, p):
+            raise FlowError(f"{p}: too long (more than the {size} bytes of data its header declares)")
+    return head + body, np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def _checksums(d: Path) -> dict[str, str]:
@@ -114,13 +140,13 @@ def load(split: str = "test", path: str | os.PathLike | None = None) -> Split:
     for kind in ("images", "labels"):
         name = FILES[(split, kind)]
         p = _find_file(d, name)
-        raw = _read_idx(p)
+        raw, arr = _read_idx(p, kind)
         h = hashlib.sha256(raw).hexdigest()
         if name in sums and sums[name] != h:
             raise FlowError(f"{p}: checksum mismatch (sha256 {h}, expected {sums[name]})")
         if kind == "images":
             digest = h
-        arrays[kind] = _parse_idx(raw, p, kind)
+        arrays[kind] = arr
     if len(arrays["images"]) != len(arrays["labels"]):
         raise FlowError(f"{d}: {len(arrays['images'])} images but {len(arrays['labels'])} labels")
     return Split(arrays["images"], arrays["labels"].astype(np.int64), d, digest)

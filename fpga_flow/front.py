@@ -27,10 +27,12 @@ def model(state: State, key: str) -> ModelWrapper:
     if not p.is_file():
         raise FlowError(f"{p.name} is missing from {state.out_dir}: run the steps before this one first")
     try:
-        return ModelWrapper(str(p))
+        m = ModelWrapper(str(p))
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning ... on a file that is not a model
         raise FlowError(f"{p.name} in {state.out_dir} is not a readable ONNX model ({type(e).__name__}: {e}); "
                         "rebuild it by running the flow from an earlier step") from e
+    passes.check_supported.check_tensor_shapes(m)  # a crafted graph's declared sizes, before any pass reads them
+    return m
 
 
 def step_export(state: State) -> State:

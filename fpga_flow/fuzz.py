@@ -253,7 +253,9 @@ def refusal_reason(msg: str) -> str:
                         ("input is not quantized", "unquantized input"),
                         ("must be followed by a quantizer", "float ReLU"), ("zero point", "non-zero zero point"),
                         ("rounding mode", "rounding mode"), ("QONNX export", "export failed"),
-                        ("image input before any convolution", "image input flattened before any conv")):
+                        ("image input before any convolution", "image input flattened before any conv"),
+                        ("ends at this convolution's output without an output quantizer",
+                         "float-scaled model ending at a conv without output quantizer")):
         if key in msg:
             return reason
     return msg.splitlines()[0][:80]

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data, zoo
+from . import prune as pruning
 from .errors import FlowError
 
 DEFAULTS = dict(epochs=20, batch_size=64, lr=2e-3)  # the shipped convnet_w4a4 recipe
@@ -245,7 +246,6 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     The default checkpoint name gains a tag for these (``_p50u``, ``_p25s``, ``_kd``) so
     a pruned or distilled run never overwrites the plain one.
     """
-    from . import prune as pruning
     mod = zoo.load(model_name)
     device = device or default_device()
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -473,6 +473,41 @@ def _copy_weights(src: nn.Module, model: nn.Module, path: str | os.PathLike) -> 
                 dst.load_state_dict(m.state_dict())
 
 
+# card fields other code reads as numbers (report.md formats them as percentages)
+CARD_FRACTIONS = ("test_accuracy", "float_accuracy")
+
+
+def check_card(card: dict, path: str | os.PathLike) -> None:
+    """The card fields read after loading have the types their readers assume (a crafted card used to end in
+    an AttributeError/ValueError/IndexError far from the file); the error names the file and the field."""
+    for k in CARD_FRACTIONS:
+        v = card.get(k)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+            raise FlowError(f"checkpoint {path}: card field {k!r} must be a fraction in [0, 1], got {v!r}")
+    for k in ("train_seconds",):
+        v = card.get(k)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            raise FlowError(f"checkpoint {path}: card field {k!r} must be a number, got {v!r}")
+
+
+def check_widths(widths, model: nn.Module, path: str | os.PathLike) -> None:
+    """Card field 'widths' ({layer: kept output channels}, from structured pruning) names layers of ``model``
+    other than the last, each with 1..its width channels."""
+    layers = dict(pruning.prunable_layers(model)[:-1])
+    if not isinstance(widths, dict):
+        raise FlowError(f"checkpoint {path}: card field 'widths' must map layer names to channel counts, "
+                        f"got a {type(widths).__name__}")
+    for name, k in widths.items():
+        if name not in layers:
+            raise FlowError(f"checkpoint {path}: card field 'widths' names layer {name!r}, which is not a "
+                            f"prunable layer of the model (those are {', '.join(layers) or 'none'})")
+        m = layers[name]
+        full = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= full):
+            raise FlowError(f"checkpoint {path}: card field 'widths' gives layer {name!r} {k!r} channels; "
+                            f"it has 1..{full}")
+
+
 def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weight_bits: int = 4,
                     act_bits: int = 4, input_bits: int = 8) -> tuple[nn.Module, dict]:
     """The trained quant model (eval mode, CPU) and its card; any defect is a FlowError.
@@ -494,13 +529,17 @@ def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weig
         raise FlowError(f"checkpoint {path} is not an fpga_flow checkpoint "
                         f"(expected keys 'state_dict' and 'card', found {keys})")
     card = ckpt["card"]
+    if not isinstance(card, dict):
+        raise FlowError(f"checkpoint {path}: field 'card' is a {type(card).__name__}, not a dict; "
+                        f"re-create it with `make train MODEL={model_name}`")
     want = {"model": model_name, "weight_bits": weight_bits, "act_bits": act_bits, "input_bits": input_bits}
     got = {k: card.get(k) for k in want}
     if got != want:
         raise FlowError(f"checkpoint {path} was trained as {got}, but {want} was requested")
+    check_card(card, path)
     model = mod.quant_model(weight_bits, act_bits, input_bits)
-    if isinstance(card, dict) and card.get("widths"):  # structured pruning shrank the layers
-        from . import prune as pruning
+    if card.get("widths"):  # structured pruning shrank the layers
+        check_widths(card["widths"], model, path)
         model = pruning.narrow(model, card["widths"])
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)

@@ -30,10 +30,34 @@ SUPPORTED_OPS = {
 }
 
 
+# the most values one tensor of the graph may declare (batch 1); past it, running the graph in the golden
+# step would end in a MemoryError instead of a message (an ONNX file can declare any dims)
+MAX_TENSOR_ELEMENTS = 1 << 26
+
+
+def check_tensor_shapes(model: ModelWrapper, limit: int = MAX_TENSOR_ELEMENTS) -> None:
+    """Every declared shape (inputs, outputs, value_info) has positive dims and at most ``limit`` elements."""
+    graph = model.graph
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if any(d is not None and d < 1 for d in dims):
+            raise FlowError(f"tensor {vi.name!r} declares shape {dims}: every dimension must be >= 1")
+        n = 1
+        for d in dims:
+            n *= d or 1
+        if n > limit:
+            raise FlowError(f"tensor {vi.name!r} declares shape {dims} ({n:,} values), more than the {limit:,} "
+                            "supported (fpga_flow.passes.check_supported.MAX_TENSOR_ELEMENTS)")
+
+
 class CheckSupported(Transformation):
     """Raise ``FlowError`` naming the first node the hardware flow cannot make bit-exact."""
 
     def apply(self, model: ModelWrapper):
+        check_tensor_shapes(model)
         listing = "; ".join(f"{k} ({v})" for k, v in SUPPORTED_OPS.items())
         first = model.graph.node[0] if model.graph.node else None
         inp = model.graph.input[0].name
@@ -49,6 +73,8 @@ class CheckSupported(Transformation):
                                 f"Supported: {listing}")
         _check_flatten_of_image_input(model)
         float_scaled = is_float_scaled(model)  # then LowerFloatScales refuses, by name, what it cannot lower
+        if float_scaled:
+            _check_float_scaled_output(model)
         for node in model.graph.node:
             where = f"node {node.name!r} ({node.op_type})"
             if node.op_type == "Quant":
@@ -123,3 +149,31 @@ def _check_flatten_of_image_input(model: ModelWrapper) -> None:
         if node.op_type == "Conv":
             return
         tensor, seen = node.output[0], seen + 1
+
+
+# between a float-scaled layer's accumulator and the graph output, without a quantizer
+_TO_OUTPUT = ("Add", "Reshape", "Flatten", "Transpose", "MaxPool", "BatchNormalization", "Relu")
+
+
+def _check_float_scaled_output(model: ModelWrapper) -> None:
+    """A float-scaled model must end in an activation quantizer, or at a fully connected layer's accumulator
+    (+ bias): LowerFloatScales rescales that one exactly. A convolution's accumulator as the output would
+    leave through the channels-last layout change, and a BatchNorm/ReLU/pool without a quantizer gives a
+    float; both used to pass this step and fail in ``lower`` (issue #15 item 14: fuzz seed 0)."""
+    out = model.graph.output[0].name
+    node, passed = model.find_producer(out), []
+    while node is not None and node.op_type in _TO_OUTPUT:
+        passed.append(node)
+        node = model.find_producer(node.input[0])
+    if node is None or node.op_type == "Quant":
+        return
+    where = f"node {node.name!r} ({node.op_type})"
+    if node.op_type == "Conv":
+        raise FlowError(f"{where}: the model ends at this convolution's output without an output quantizer, and "
+                        "its scales are not powers of two (float-scaled): not supported; put a quantizer after "
+                        "the last conv (QuantIdentity / QuantReLU), or end the model with a flatten and a "
+                        "QuantLinear")
+    floating = [n for n in passed if n.op_type in ("BatchNormalization", "Relu", "MaxPool")]
+    if floating:
+        raise FlowError(f"{where}: the model's last layer has a {floating[0].op_type} but no output quantizer: its "
+                        "output would be a float; add a quantizer (QuantIdentity / QuantReLU) or drop it")

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from ... import parts
 from . import kernels
 
 # hls4ml layer attributes the model needs; copied into plan_info's rows by the backend
@@ -36,8 +37,6 @@ MAC_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D"
 ALIAS_CLASSES = ("Reshape",)  # io_stream: the output stream is the input stream (`auto& x = y`)
 MODELLED_OTHER = ("Activation", "Pooling1D", "Pooling2D", "Reshape", *kernels.classes("cheap"))  # compare/select/cast only
 
-# available resources of parts we know (AMD Zynq-7000 product selection guide / DS190: XC7Z020)
-PARTS = {"xc7z020": {"lut": 53200, "ff": 106400, "dsp": 220, "bram18k": 280}}
 
 UNCALIBRATED = {"calibrated": False, "source": None, "factors": {"lut": 1.0, "ff": 1.0, "dsp": 1.0, "bram18k": 1.0}}
 
@@ -144,11 +143,11 @@ def _mac_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
         res["ff"] += fh * fw * ch * a  # the window registers
         model.append(f"line buffer: one input pixel per II={rf} cycle(s), {ih}x{iw} pixels per image")
     elif conv:  # io_parallel: n_partitions groups of output pixels, one per II=rf
-        parts = int(g.get("n_partitions", out_pixels))
-        interval = parts * rf
+        n_parts = int(g.get("n_partitions", out_pixels))
+        interval = n_parts * rf
         latency = interval + depth
         lb_bits = 0
-        model.append(f"io_parallel conv: {parts} partition(s) of output pixels, one per II={rf} cycle(s)")
+        model.append(f"io_parallel conv: {n_parts} partition(s) of output pixels, one per II={rf} cycle(s)")
     elif io_type == "io_stream":  # dense: read the input words, compute (II=rf), write
         interval = latency = in_words + depth + (rf - 1) + 1
         lb_bits = 0
@@ -260,7 +259,7 @@ def _design(layers, active, fifo_total, fifo_bits, clock_ns, io_type, part, cali
         lat_min = lat_max = sum(r["latency_cycles"] for r in active)
     raw = {k: sum(r["resources"][k] for r in layers) + fifo_total[k] for k in ("lut", "ff", "dsp", "bram18k")}
     resources = {k: {"raw": v, "value": round(v * cal["factors"].get(k, 1.0))} for k, v in raw.items()}
-    avail = PARTS.get(_part_family(part))
+    avail = parts.resources(part)
     util = {k: round(100.0 * resources[k]["value"] / avail[k], 2) for k in avail} if avail else None
     mult = sum(r.get("multiplications", 0) for r in layers)
     mult_nz = sum(r.get("multiplications_nonzero", 0) for r in layers)
@@ -287,19 +286,13 @@ def _design(layers, active, fifo_total, fifo_bits, clock_ns, io_type, part, cali
     }
 
 
-def _part_family(part: str | None) -> str | None:
-    """``xc7z020clg400-1`` -> ``xc7z020`` (device without package and speed grade)."""
-    m = re.match(r"(xc[0-9a-z]+?\d{3})", (part or "").lower())
-    return m.group(1) if m else None
-
-
 def apply_calibration(est: dict, factors: dict, source: str) -> dict:
     """The same estimate with each resource total scaled by a measured/estimated ratio (e.g. from yosys)."""
     cal = {"calibrated": True, "source": source, "factors": {**UNCALIBRATED["factors"], **factors}}
     out = dict(est, calibrated=True, calibration=cal)
     out["resources"] = {k: {"raw": v["raw"], "value": round(v["raw"] * cal["factors"][k])}
                         for k, v in est["resources"].items()}
-    avail = PARTS.get(_part_family(est.get("part")))
+    avail = parts.resources(est.get("part"))
     out["utilisation_pct"] = ({k: round(100.0 * out["resources"][k]["value"] / avail[k], 2) for k in avail}
                               if avail else None)
     return out

@@ -70,12 +70,13 @@ def step_csim_run(state: State) -> State:
         state = step_csim_build(state)
     hw_in = front.channels_last(state.ref["hw_input"])
     out, dt = csim.run(state.backend.binaries["exact"], state.path("hls"), hw_in, state.cfg.workers,
-                      progress=state.progress, desc="csim")
+                       progress=state.progress, desc="csim", tmp_root=state.work)
     state.ref["csim"], state.backend.csim_seconds = out, dt
     k = min(state.cfg.stock_check_images, len(hw_in))
     if k:
         state.ref["csim_stock"], _ = csim.run(state.backend.binaries["stock"], state.path("hls"), hw_in[:k],
-                                             state.cfg.workers, progress=state.progress, desc="csim (stock)")
+                                             state.cfg.workers, progress=state.progress, desc="csim (stock)",
+                                             tmp_root=state.work)
     np.savez_compressed(state.path("csim.npz"), **{k: v for k, v in state.ref.items() if k.startswith("csim")})
     return state
 

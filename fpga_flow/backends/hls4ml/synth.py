@@ -11,6 +11,7 @@ the figures in ``report.json`` under ``hw.vendor``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -62,8 +63,8 @@ class SynthSettings:
         check_identifier(self.solution, "solution name")
         if not _PART.match(self.part):
             raise FlowError(f"FPGA part {self.part!r} is not a valid part name")
-        if not (isinstance(self.clock_ns, (int, float)) and self.clock_ns > 0):
-            raise FlowError(f"clock period must be positive, got {self.clock_ns!r} ns")
+        if not (isinstance(self.clock_ns, (int, float)) and math.isfinite(self.clock_ns) and self.clock_ns > 0):
+            raise FlowError(f"clock period must be a finite positive number, got {self.clock_ns!r} ns")
         if not re.fullmatch(r"\d+(\.\d+)?%?", self.clock_uncertainty):
             raise FlowError(f"clock uncertainty {self.clock_uncertainty!r} must be a number or a percentage")
         if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_./\-]*", self.hls_dir):
