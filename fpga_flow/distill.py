@@ -12,9 +12,7 @@ The teacher is ``models/<name>.py``'s ``float_model()`` trained on
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -80,29 +78,10 @@ def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int =
             aug = aug.to(device)
         x_all = qat._to_unit_tensor(images).to(device)
         y_all = torch.from_numpy(labels).to(device)
-        steps = math.ceil(n / batch_size)
-        history, elapsed = [], 0.0
-        for epoch in range(epochs):
-            model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            bar = qat._progress(range(steps), progress, f"float epoch {epoch + 1}/{epochs}")
-            for i in bar:
-                idx = perm[i * batch_size:(i + 1) * batch_size]
-                x, y = x_all[idx], y_all[idx]
-                if aug is not None:
-                    x = aug(x)
-                x = data.as_input(x, mod.INPUT_SHAPE)
-                for g in opt.param_groups:
-                    g["lr"] = qat._lr_at(epoch * steps + i, epochs * steps, lr)
-                loss = F.nll_loss(model(x), y)  # the seed model ends in log_softmax
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * len(y)
-            history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / n})
-            elapsed += time.perf_counter() - t0
+        # the seed model ends in log_softmax; no running accuracy in the float card (None)
+        history, elapsed = qat.run_epochs(model, opt, lambda x, y: (F.nll_loss(model(x), y), None), x_all, y_all,
+                                          input_shape=mod.INPUT_SHAPE, epochs=epochs, batch_size=batch_size, lr=lr,
+                                          shuffle=shuffle, aug=aug, progress=progress, desc="float epoch")
     model = model.to("cpu").eval()
     acc = qat.evaluate(model, te.images, te.labels, input_shape=mod.INPUT_SHAPE)
     card = dict(model=model_name, kind="float", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,

@@ -198,6 +198,100 @@ def _versions() -> dict[str, str]:
     return out
 
 
+LR_SCALING = ("none", "linear")
+
+
+def effective_lr(lr: float, batch_size: int, lr_scaling: str = "none") -> float:
+    """The peak lr a run uses. ``'none'``: ``lr`` as given (the shipped recipe). ``'linear'``: the linear
+    scaling rule (Goyal et al., 2017, *Accurate, Large Minibatch SGD*): ``lr * batch_size / 64``, 64 being
+    the batch the shipped lr was tuned for; larger batches then take about the same steps in weight space
+    per epoch with fewer, larger kernels (what a GPU needs). Unmeasured here for the final accuracy."""
+    if lr_scaling not in LR_SCALING:
+        raise FlowError(f"unknown lr scaling {lr_scaling!r}; valid: {', '.join(LR_SCALING)}")
+    return lr * batch_size / DEFAULTS["batch_size"] if lr_scaling == "linear" else lr
+
+
+# One training step's forward: (inputs, labels) -> (loss, log-probabilities for the running accuracy, or None).
+StepLoss = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
+
+
+def run_epochs(model: nn.Module, opt: torch.optim.Optimizer, step_loss: StepLoss, x_all: torch.Tensor,
+               y_all: torch.Tensor, *, input_shape: tuple[int, ...], epochs: int, batch_size: int, lr: float,
+               shuffle: torch.Generator, aug: nn.Module | None = None, start_epoch: int = 0,
+               history: list | None = None, elapsed: float = 0.0, progress: bool = True, desc: str = "epoch",
+               amp: bool = False, on_epoch_end: Callable[[int, list, float], None] | None = None
+               ) -> tuple[list, float]:
+    """The training loop of every recipe (QAT, distillation, the float teacher): returns (history, seconds).
+
+    The data are already on the training device (``x_all`` [0, 1] images (N, 1, H, W), ``y_all`` labels):
+    each epoch draws a permutation from the seeded CPU generator ``shuffle`` (so CPU and CUDA runs see the
+    same order, and a resumed run the same as an uninterrupted one), moves it to the device, and forms
+    every batch there by indexing; the augmentation runs on the device too. Nothing crosses to the host
+    inside an epoch except the progress bar's reads (every 20 steps, only with ``progress``).
+    lr: Adam's peak, decayed per step on a cosine to 0 (``_lr_at``). ``amp``: the forward and loss under
+    ``torch.autocast`` in bfloat16 (no loss scaler needed; off by default, see docs/gpu.md).
+    ``on_epoch_end(epoch, history, elapsed)``: e.g. the resume file."""
+    device = x_all.device
+    n = len(x_all)
+    history = list(history or [])
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        perm = torch.randperm(n, generator=shuffle).to(device)
+        t0 = time.perf_counter()
+        seen = 0
+        # Running sums stay on the device: reading them each step would sync a GPU.
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        loss_sum = torch.zeros((), device=device)
+        with_accuracy = False
+        bar = _progress(range(steps_per_epoch), progress, f"{desc} {epoch + 1}/{epochs}")
+        for i in bar:
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            x, y = x_all[idx], y_all[idx]
+            if aug is not None:
+                x = aug(x)
+            x = data.as_input(x, input_shape)  # after the (image) augmentation
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, lr)
+            with _autocast(device.type, amp):
+                loss, logp = step_loss(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(y)
+            if logp is not None:
+                with_accuracy = True
+                correct += (logp.argmax(1) == y).sum()
+            loss_sum += loss.detach().float() * len(y)
+            if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
+                post = {"loss": f"{float(loss_sum) / seen:.4f}"}
+                if with_accuracy:
+                    post["acc"] = f"{int(correct) / seen:.4f}"
+                bar.set_postfix(**post)
+        entry = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen}
+        if with_accuracy:
+            entry["train_accuracy"] = int(correct) / seen
+        history.append(entry)
+        elapsed += time.perf_counter() - t0  # after the reads above, which sync a GPU
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history, elapsed)
+    return history, elapsed
+
+
+def _autocast(device_type: str, amp: bool):
+    """bfloat16 autocast when ``amp``; otherwise nothing at all (the default path stays the old code path)."""
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def maybe_compile(fn: Callable, compile_model: bool) -> Callable:
+    """``torch.compile(fn)`` when asked (a module's forward, sharing its parameters; see docs/gpu.md for
+    whether Brevitas' quantizers compile), else ``fn`` itself."""
+    return torch.compile(fn) if compile_model else fn
+
+
 def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 8,
           epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
           lr: float = DEFAULTS["lr"], seed: int = 0, device: str | None = None,
@@ -206,7 +300,8 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
           progress: bool = True, resume: bool = False, init: str | os.PathLike | None = None,
           prune: str | None = None, prune_amount: float = 0.0, prune_scope: str = "layer",
           shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None,
-          kd_temperature: float = 2.0, kd_alpha: float = 0.5) -> dict:
+          kd_temperature: float = 2.0, kd_alpha: float = 0.5, lr_scaling: str = "none", amp: bool = False,
+          compile_model: bool = False) -> dict:
     """Quantization-aware training of ``models/<model_name>.py``'s quant model; returns the card.
 
     model_name      a zoo model (``models/<name>.py``).
@@ -214,6 +309,12 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     passed to ``quant_model``; the checkpoint name carries W and A.
     epochs, batch_size, lr
                     Adam, lr decayed per step on a cosine to 0 over all epochs.
+    lr_scaling      'none' (default: ``lr`` as given) or 'linear': peak lr ``lr * batch_size / 64``
+                    (:func:`effective_lr`), for larger batches on a GPU.
+    amp             bfloat16 autocast of the forward (off by default; its effect on the quantized
+                    model is unmeasured, see docs/gpu.md).
+    compile_model   ``torch.compile`` the training forward (off by default; not the distillation path;
+                    see docs/gpu.md).
     seed            seeds Python, NumPy and torch (shuffle, dropout, augmentation);
                     with deterministic kernels a CPU run is reproducible bit for bit
                     (same thread count); CUDA has no deterministic max-pool backward,
@@ -249,6 +350,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     device = device or default_device()
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise FlowError(f"epochs ({epochs}) and batch_size ({batch_size}) must be >= 1 and lr ({lr}) > 0")
+    peak_lr = effective_lr(lr, batch_size, lr_scaling)
     aug = make_augmentation(augment)
     pruning.check_args(prune, prune_amount, prune_scope)
     tag = ""
@@ -274,6 +376,12 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         settings["init"] = str(init)
     if prune is not None:
         settings.update(prune=prune, prune_amount=prune_amount, prune_scope=prune_scope, shrink=shrink)
+    if lr_scaling != "none":
+        settings.update(lr_scaling=lr_scaling, peak_lr=peak_lr)
+    if amp:
+        settings["amp"] = "bfloat16"
+    if compile_model:
+        settings["compile"] = True
     teacher_module, teacher_accuracy = None, None
     if teacher is not None:
         from . import distill
@@ -301,7 +409,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         model = model.to(device)
         # Only now: Brevitas rebuilds its quantizers (new scale Parameters) inside
         # load_state_dict, so an optimizer made earlier would update orphans.
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = torch.optim.Adam(model.parameters(), lr=peak_lr)
         if state is not None:
             opt.load_state_dict(state["optimizer"])
             shuffle.set_state(state["shuffle_rng"])
@@ -315,54 +423,31 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
             teacher_module = teacher_module.to(device)
         x_all = _to_unit_tensor(images).to(device)
         y_all = torch.from_numpy(labels).to(device)
-        steps_per_epoch = math.ceil(n / batch_size)
-        total_steps = epochs * steps_per_epoch
+        forward = maybe_compile(getattr(model, "forward_log_softmax", None)
+                                or (lambda x: F.log_softmax(model(x), dim=1)), compile_model)
 
-        forward = getattr(model, "forward_log_softmax", None) or (lambda x: F.log_softmax(model(x), dim=1))
-        for epoch in range(start_epoch, epochs):
-            model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            t0 = time.perf_counter()
-            seen = 0
-            # Running sums stay on the device: reading them each step would sync a GPU.
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            loss_sum = torch.zeros((), device=device)
-            bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{epochs}")
-            for i in bar:
-                idx = perm[i * batch_size:(i + 1) * batch_size]
-                x, y = x_all[idx], y_all[idx]
-                if aug is not None:
-                    x = aug(x)
-                x = data.as_input(x, mod.INPUT_SHAPE)  # after the (image) augmentation
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, lr)
-                if teacher_module is None:
-                    logp = forward(x)
-                    loss = F.nll_loss(logp, y)
-                else:
-                    logits = model.logits(x) if hasattr(model, "logits") else model(x)  # forward may end in log_softmax
-                    logp = F.log_softmax(logits, dim=1)
-                    with torch.no_grad():
-                        t_logits = teacher_module(x)
-                    loss = distill.kd_loss(logits, t_logits, y, kd_temperature, kd_alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(y)
-                correct += (logp.argmax(1) == y).sum()
-                loss_sum += loss.detach() * len(y)
-                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
-            history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
-                            "train_accuracy": int(correct) / seen})
-            elapsed += time.perf_counter() - t0  # after the reads above, which sync a GPU
+        def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if teacher_module is None:
+                logp = forward(x)
+                return F.nll_loss(logp, y), logp
+            logits = model.logits(x) if hasattr(model, "logits") else model(x)  # forward may end in log_softmax
+            with torch.no_grad():
+                t_logits = teacher_module(x)
+            return distill.kd_loss(logits, t_logits, y, kd_temperature, kd_alpha), F.log_softmax(logits, dim=1)
+
+        def save_partial(epoch: int, hist: list, seconds: float) -> None:
             _save_partial(partial, {
-                "settings": settings, "epoch": epoch + 1, "elapsed": elapsed, "history": history,
+                "settings": settings, "epoch": epoch + 1, "elapsed": seconds, "history": hist,
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "stats": _stats_state(model), "optimizer": opt.state_dict(),
                 "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None,
             })
+
+        history, elapsed = run_epochs(model, opt, step_loss, x_all, y_all, input_shape=mod.INPUT_SHAPE,
+                                      epochs=epochs, batch_size=batch_size, lr=peak_lr, shuffle=shuffle, aug=aug,
+                                      start_epoch=start_epoch, history=history, elapsed=elapsed,
+                                      progress=progress, desc="epoch", amp=amp, on_epoch_end=save_partial)
 
     model = model.to("cpu").eval()
     extra: dict[str, Any] = {}
