@@ -424,3 +424,63 @@ def test_run_epochs_forms_batches_by_index_on_the_data_device():
     assert [len(y) for y, _ in seen] == [4, 4, 2] * 2 and {d for _, d in seen} == {x_all.device}
     assert [h["epoch"] for h in history] == [1, 2] and "train_accuracy" not in history[0]
 
+
+
+# ------------------------------------------------------------------------------ gpu_check and bench rows
+
+def _report(float_scaled: bool, devices=("cpu", "cuda"), cuda_agree=10):
+    """A report.json shaped like a build's, with per-device results (fabricated)."""
+    rep = {"n_images": 10, "exact_matches": 10, "reference_devices": list(devices), "comparisons": [
+        {"name": "HLS csim vs QONNX golden", "n": 10, "exact_matches": 10}], "float_scaled": None}
+    if float_scaled:
+        recs = {d: {"compared_with": agreement.COMPARED_WITH, "images": 10, "agree": 10 if d == "cpu" else cuda_agree,
+                    "n_explained": 0 if d == "cpu" else 10 - cuda_agree, "n_unexplained": 0,
+                    "output_equal_to_cpu": None if d == "cpu" else 3} for d in devices}
+        rep["float_scaled"] = {"brevitas_float_agreement": {"agree": 10, "devices": recs}}
+    else:
+        rep["comparisons"] += [{"name": f"Brevitas torch ({d}) vs QONNX", "n": 10,
+                                "exact_matches": 10 if d == "cpu" else cuda_agree} for d in devices]
+    return rep
+
+
+def test_gpu_check_reads_each_devices_result_and_flags_an_unchecked_one():
+    from fpga_flow import gpu_check
+    fs = gpu_check.device_results(_report(True, cuda_agree=8))
+    assert fs["cuda"] == {"compared_with": agreement.COMPARED_WITH, "images": 10, "agree": 8, "n_explained": 2,
+                          "n_unexplained": 0, "output_equal_to_cpu": 3, "checked": True}
+    p2 = gpu_check.device_results(_report(False, cuda_agree=9))
+    assert p2["cuda"]["compared_with"] == "QONNX" and p2["cuda"]["n_unexplained"] == 1 and p2["cpu"]["agree"] == 10
+    # a float-scaled report from a flow that compared only the CPU but lists CUDA (the pre-#16 defect)
+    old = _report(True, devices=("cpu",))
+    old["reference_devices"] = ["cpu", "cuda"]
+    res = gpu_check.device_results(old)
+    assert res["cuda"]["checked"] is False and res["cpu"]["checked"] is True
+    md = gpu_check.markdown({"date": "d", "machine": gpu_check.machine(), "device": "cuda", "n": "all",
+                             "builds": [dict(model="m", w=8, a=8, ok=True, wall_s=1.0, n_images=10, exact_matches=10,
+                                             devices=res)], "numerics": {}, "training": [], "skipped": []})
+    assert "| m | W8A8 | ok | 10/10 | cuda | **NOT CHECKED**" in md
+
+
+def test_gpu_check_picks_the_shipped_checkpoints():
+    from fpga_flow import gpu_check
+    picked = gpu_check.checkpoints()
+    for name, w, a in picked:
+        assert zoo.checkpoint_path(name, w, a).is_file()
+    names = zoo.names()
+    assert {n for n, _, _ in picked} == {n for n in names if list(zoo.CHECKPOINTS_DIR.glob(f"{n}_w*a*.pt"))}
+    assert [(w, a) for n, w, a in picked if n == "convnet"] == [(4, 4)]
+    if zoo.checkpoint_path("convnet_bn", 8, 8).is_file():
+        assert ("convnet_bn", 8, 8) in picked
+
+
+def test_bench_accuracy_marks_gpu_rows(tmp_path):
+    import json
+
+    from fpga_flow import bench_accuracy
+    card = {"test_accuracy": 0.99, "epochs": 2, "train_seconds": 60.0, "device": "cpu"}
+    (tmp_path / "w4a4.json").write_text(json.dumps(card))
+    cpu = bench_accuracy.table(tmp_path)
+    assert "trained on" not in cpu and "on the GPU" not in cpu
+    (tmp_path / "w4a4.json").write_text(json.dumps(dict(card, device="cuda")))
+    gpu = bench_accuracy.table(tmp_path)
+    assert "trained on cuda" in gpu and "on the GPU" in gpu
