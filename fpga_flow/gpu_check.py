@@ -5,13 +5,13 @@
    golden (QONNX for power-of-two models, the integer-accumulator reference for float-scaled ones, every
    disagreement explained or the build fails) and the C simulation with it. The per-device result is
    read back from report.json; a device the report lists but did not compare is shown as NOT CHECKED.
-2. Float-scaled models: what each CUDA numeric setting does to the agreement with the integer reference
-   (the reference settings of ``golden.REFERENCE_NUMERICS``, TF32 on, non-deterministic autotuned cuDNN,
-   PyTorch's defaults), recomputed from the build's own graph.
+2. Float-scaled models (convnet_bn W8A8; all with ``--sweep-all``): what each CUDA numeric setting does
+   to the agreement with the integer reference (the reference settings of ``golden.REFERENCE_NUMERICS``,
+   TF32 on, non-deterministic autotuned cuDNN, PyTorch's defaults), recomputed from the build's own graph.
 3. Training speed: ``train --epochs 2`` of the convnet on CUDA (the shipped batch 64, and batch 512 with
    the linear lr scaling rule) and on every CPU thread.
 
-Writes ``gpu_check.md`` and ``gpu_check.json`` into the folder given. ``--no-cuda`` runs the same code on
+Writes ``gpu_check.md`` and ``gpu_check.json`` into the folder given, the builds into its ``builds/``. ``--no-cuda`` runs the same code on
 the CPU only (the CI-side check of this script); a time budget skips what would not fit.
 """
 
@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import agreement, data, int_ref, passes, train, zoo
-
-REPO = Path(__file__).resolve().parent.parent  # `fpga-flow hls` writes build/<model>/ here
+from . import agreement, api, data, int_ref, passes, train, zoo
+from .config import BuildConfig
 
 # CUDA numeric settings measured against the integer reference (overrides of golden.REFERENCE_NUMERICS)
 NUMERICS_VARIANTS = {
@@ -43,21 +41,28 @@ NUMERICS_VARIANTS = {
     "PyTorch defaults": {"cudnn.allow_tf32": True, "cuda.matmul.allow_tf32": False, "cudnn.deterministic": False,
                          "cudnn.benchmark": False},
 }
+SWEEP = (("convnet_bn", 8, 8),)  # numeric settings measured on these (each re-lowers its graph: ~1-3 min of CPU)
 FLOAT_SCALED_EXTRA = ((8, 8),)  # float-scaled models also get their W8A8 checkpoint (fragile thresholds)
 
 
 def checkpoints(models: list[str] | None = None, all_checkpoints: bool = False) -> list[tuple[str, int, int]]:
     """(model, W, A) to build: per zoo model its W4A4 checkpoint (else its first), and for models that ship
-    W8A8 too, that one; ``all_checkpoints``: every shipped checkpoint."""
+    W8A8 too, that one; ``all_checkpoints``: every shipped checkpoint. An entry of ``models`` may name one
+    checkpoint (``mlp_bn_w4a4``)."""
     out = []
-    for name in models or zoo.names():
-        shipped = sorted((int(m.group(1)), int(m.group(2))) for p in zoo.CHECKPOINTS_DIR.glob(f"{name}_w*a*.pt")
-                         if (m := re.fullmatch(rf"{re.escape(name)}_w(\d+)a(\d+)", p.stem)))
+    for entry in models or zoo.names():
+        one = re.fullmatch(r"(\w+?)_w(\d+)a(\d+)", entry)
+        if one and zoo.checkpoint_path(one.group(1), int(one.group(2)), int(one.group(3))).is_file():
+            out.append((one.group(1), int(one.group(2)), int(one.group(3))))
+            continue
+        zoo.load(entry)  # an unknown name lists the models there are
+        shipped = sorted((int(m.group(1)), int(m.group(2))) for p in zoo.CHECKPOINTS_DIR.glob(f"{entry}_w*a*.pt")
+                         if (m := re.fullmatch(rf"{re.escape(entry)}_w(\d+)a(\d+)", p.stem)))
         if not shipped:
             continue
         pick = shipped if all_checkpoints else [(4, 4) if (4, 4) in shipped else shipped[0]]
         pick += [b for b in FLOAT_SCALED_EXTRA if b in shipped and b not in pick]
-        out += [(name, w, a) for w, a in pick]
+        out += [(entry, w, a) for w, a in pick]
     return out
 
 
@@ -90,29 +95,27 @@ def device_results(rep: dict) -> dict[str, dict]:
 LOWERED = "25_lowered.onnx"  # written by step_lower for float-scaled models only
 
 
-def build_dir(model: str, ok: bool) -> Path:
-    """Where `fpga-flow hls` left the build: build/<model>, or build/<model>.failed when it did not verify."""
-    return REPO / "build" / (model if ok else f"{model}.failed")
+def build_dir(builds: Path, model: str, ok: bool) -> Path:
+    """Where the build was left: <builds>/<model>, or <builds>/<model>.failed when it did not verify."""
+    return builds / (model if ok else f"{model}.failed")
 
 
-def build(model: str, w: int, a: int, device: str, n: str, data_path: str | None) -> dict:
-    """``fpga-flow hls`` in a subprocess (as a user runs it); the report, or the failure's last words."""
-    cmd = [sys.executable, "-m", "fpga_flow", "hls", "--model", model, "--weight-bits", str(w), "--act-bits",
-           str(a), "-n", n, "--device", device, "--stock-check", "0", "-q"]
-    if data_path:
-        cmd += ["--data", data_path]
+def build(model: str, w: int, a: int, device: str, n: str, data_path: str | None, builds: Path) -> dict:
+    """What ``fpga-flow hls --model M --weight-bits W --act-bits A -n N --device D --stock-check 0`` does
+    (``api.build_zoo``), into ``builds``; the per-device results, or the failure's message."""
+    cfg = BuildConfig(model=model, weight_bits=w, act_bits=a, n_images=0 if n == "all" else int(n),
+                      stock_check_images=0, device=device, data_path=data_path)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    wall = round(time.perf_counter() - t0, 1)
-    if p.returncode != 0:
-        return {"ok": False, "wall_s": wall, "error": (p.stderr or p.stdout)[-1500:],
-                "float_scaled": (build_dir(model, False) / LOWERED).is_file()}
-    rep = json.loads((build_dir(model, True) / "report.json").read_text())
+    try:
+        rep = api.build_zoo(cfg, out_dir=builds, progress=False)
+    except Exception as e:  # noqa: BLE001 - a failed build is a result to report, not the end of the check
+        return {"ok": False, "wall_s": round(time.perf_counter() - t0, 1), "error": f"{type(e).__name__}: {e}"[-1500:],
+                "float_scaled": (build_dir(builds, model, False) / LOWERED).is_file()}
     csim = next((c for c in rep["comparisons"] if c["name"].startswith("HLS csim")), None)
-    return {"ok": True, "wall_s": wall, "n_images": rep["n_images"], "exact_matches": rep["exact_matches"],
-            "csim_vs": csim["name"] if csim else None, "float_scaled": bool(rep.get("float_scaled")),
-            "reference_devices": rep.get("reference_devices"), "devices": device_results(rep),
-            "torch_samples_per_s": rep.get("torch_samples_per_s"),
+    return {"ok": True, "wall_s": round(time.perf_counter() - t0, 1), "n_images": rep["n_images"],
+            "exact_matches": rep["exact_matches"], "csim_vs": csim["name"] if csim else None,
+            "float_scaled": bool(rep.get("float_scaled")), "reference_devices": rep.get("reference_devices"),
+            "devices": device_results(rep), "torch_samples_per_s": rep.get("torch_samples_per_s"),
             "torch_cuda_samples_per_s": rep.get("torch_cuda_samples_per_s"),
             "csim_samples_per_s": rep.get("csim_samples_per_s")}
 
@@ -176,7 +179,7 @@ def machine() -> dict:
 
 def run(out: Path, cuda: bool = True, models: list[str] | None = None, n: str = "all",
         all_checkpoints: bool = False, train_epochs: int = 2, train_limit: int | None = None,
-        budget_s: float = 540.0, data_path: str | None = None, log=print) -> dict:
+        budget_s: float = 540.0, data_path: str | None = None, sweep_all: bool = False, log=print) -> dict:
     """Everything above, in order of importance, within ``budget_s`` seconds (what does not fit is listed
     as skipped); writes out/gpu_check.json and out/gpu_check.md and returns the result."""
     if cuda and not torch.cuda.is_available():
@@ -200,13 +203,15 @@ def run(out: Path, cuda: bool = True, models: list[str] | None = None, n: str = 
         if kind == "build":
             model, w, a = what
             log(f"gpu_check: hls {model} W{w}A{a} --device {device} -n {n} ...")
-            b = dict(model=model, w=w, a=a, **build(model, w, a, device, n, data_path))
+            b = dict(model=model, w=w, a=a, **build(model, w, a, device, n, data_path, out / "builds"))
             res["builds"].append(b)
-            if b["float_scaled"] and left() > 0:
+            if b["float_scaled"] and (sweep_all or what in SWEEP) and left() <= 0:
+                res["skipped"].append(f"numeric settings {what}: time budget ({budget_s:.0f} s) spent")
+            elif b["float_scaled"] and (sweep_all or what in SWEEP):
                 log(f"gpu_check: numeric settings on {device}, {model} W{w}A{a} ...")
                 variants = NUMERICS_VARIANTS if cuda else {k: v for k, v in list(NUMERICS_VARIANTS.items())[:1]}
                 res["numerics"][f"{model}_w{w}a{a}"] = numerics_sweep(
-                    model, w, a, None if n == "all" else int(n), device, data_path, build_dir(model, b["ok"]),
+                    model, w, a, None if n == "all" else int(n), device, data_path, build_dir(out / "builds", model, b["ok"]),
                     variants)
         else:
             dev, bs, scaling = what
@@ -249,7 +254,8 @@ def markdown(res: dict) -> str:
                          f"{_cell(r['agree'])}/{_cell(r['images'])} | {_cell(r['n_explained'])} | "
                          f"{_cell(r['n_unexplained'])} | {_cell(r['output_equal_to_cpu'])} | {b['wall_s']} |")
     if res["numerics"]:
-        lines += ["", "## Float-scaled models: CUDA numeric settings vs the integer-accumulator reference", "",
+        lines += ["", f"## Float-scaled models: numeric settings on {res['device']} vs the integer-accumulator reference",
+                  "",
                   "| model | setting | agree | explained | unexplained | output == CPU's | max abs diff vs CPU |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for model, rows in res["numerics"].items():
@@ -276,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="folder for gpu_check.md and gpu_check.json")
     p.add_argument("--no-cuda", action="store_true", help="CPU only: the same code paths, no CUDA needed")
-    p.add_argument("--models", nargs="+", help="zoo models (default: all of `python -m fpga_flow models`)")
+    p.add_argument("--models", nargs="+", help="zoo models (default: all of `python -m fpga_flow models`), or single "
+                   "checkpoints such as convnet_bn_w8a8")
     p.add_argument("--all-checkpoints", action="store_true", help="every shipped checkpoint of each model")
     p.add_argument("-n", "--images", default="all", help="test images per build (default all)")
     p.add_argument("--train-epochs", type=int, default=2)
@@ -284,10 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="start nothing new after this many seconds (default 540: a 10-minute slot)")
     p.add_argument("--data", help="folder with the MNIST IDX files")
+    p.add_argument("--sweep-all", action="store_true",
+                   help="measure the CUDA numeric settings on every float-scaled build (default: convnet_bn W8A8)")
     a = p.parse_args(argv)
     res = run(Path(a.out), cuda=not a.no_cuda, models=a.models, n=a.images, all_checkpoints=a.all_checkpoints,
               train_epochs=a.train_epochs, train_limit=a.train_limit, budget_s=a.budget_s, data_path=a.data,
-              log=lambda s: print(s, file=sys.stderr, flush=True))
+              sweep_all=a.sweep_all, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(markdown(res))
     bad = [b for b in res["builds"] if not b["ok"] or any(not r["checked"] for r in b["devices"].values())]
     return 1 if bad else 0

@@ -444,10 +444,17 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                 "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None,
             })
 
-        history, elapsed = run_epochs(model, opt, step_loss, x_all, y_all, input_shape=mod.INPUT_SHAPE,
-                                      epochs=epochs, batch_size=batch_size, lr=peak_lr, shuffle=shuffle, aug=aug,
-                                      start_epoch=start_epoch, history=history, elapsed=elapsed,
-                                      progress=progress, desc="epoch", amp=amp, on_epoch_end=save_partial)
+        try:
+            history, elapsed = run_epochs(model, opt, step_loss, x_all, y_all, input_shape=mod.INPUT_SHAPE,
+                                          epochs=epochs, batch_size=batch_size, lr=peak_lr, shuffle=shuffle,
+                                          aug=aug, start_epoch=start_epoch, history=history, elapsed=elapsed,
+                                          progress=progress, desc="epoch", amp=amp, on_epoch_end=save_partial)
+        except Exception as e:
+            if not compile_model or isinstance(e, FlowError):
+                raise
+            raise FlowError(f"torch.compile of {model_name}'s training forward failed ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); with brevitas 0.13.4 and torch 2.13 "
+                            "Dynamo cannot trace Brevitas' quantizers (docs/gpu.md): train without compile") from e
 
     model = model.to("cpu").eval()
     extra: dict[str, Any] = {}

@@ -13,8 +13,8 @@ from fpga_flow import agreement, data, golden, int_ref, passes, train
 from fpga_flow.errors import FlowError
 from tests import float_scaled_nets as fsn
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.is_available() is False")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="needs CUDA: torch.cuda.is_available() is False")]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from fpga_flow import agreement, data, distill, golden, int_ref, passes, train, zoo
 from fpga_flow.errors import FlowError
 from tests import float_scaled_nets as fsn
-from tests.conftest import single_torch_thread
+from tests.conftest import needs_gxx, single_torch_thread
 
 pytestmark = pytest.mark.unit
 
@@ -484,3 +484,28 @@ def test_bench_accuracy_marks_gpu_rows(tmp_path):
     (tmp_path / "w4a4.json").write_text(json.dumps(dict(card, device="cuda")))
     gpu = bench_accuracy.table(tmp_path)
     assert "trained on cuda" in gpu and "on the GPU" in gpu
+
+
+@needs_gxx
+@pytest.mark.csim
+def test_gpu_check_runs_its_cpu_parts(mnist_dir, tmp_path):
+    """scripts/gpu_check.sh --no-cuda on one float-scaled checkpoint, 50 images: the build verifies, its CPU
+    forward is reported as compared with the integer reference, the numeric-settings sweep recomputes the
+    same agreement from the build's graph, the training row and the table are written."""
+    from fpga_flow import gpu_check
+    res = gpu_check.run(tmp_path, cuda=False, models=["mlp_bn_w4a4"], n="50", train_epochs=1, train_limit=128,
+                        data_path=str(mnist_dir), sweep_all=True, log=lambda s: None)
+    (b,) = res["builds"]
+    assert b["ok"] and b["exact_matches"] == b["n_images"] == 50 and b["float_scaled"]
+    assert list(b["devices"]) == ["cpu"] and b["reference_devices"] == ["cpu"]
+    cpu = b["devices"]["cpu"]
+    assert cpu["checked"] and cpu["compared_with"] == agreement.COMPARED_WITH and cpu["n_unexplained"] == 0
+    (sweep,) = res["numerics"]["mlp_bn_w4a4"].values()
+    assert (sweep["agree"], sweep["n_explained"], sweep["n_unexplained"]) == \
+        (cpu["agree"], cpu["n_explained"], cpu["n_unexplained"])
+    assert sweep["output_equal_to_cpu"] == 50
+    (t,) = res["training"]
+    assert t["device"] == "cpu" and t["train_images"] == 128 and t["epochs"] == 1
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert f"| mlp_bn | W4A4 | ok | 50/50 | cpu | {agreement.COMPARED_WITH} |" in md
+    assert (tmp_path / "builds" / "mlp_bn" / "report.json").is_file() and not res["skipped"]
