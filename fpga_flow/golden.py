@@ -80,13 +80,14 @@ def _forward_logits(module: nn.Module, xb: torch.Tensor) -> tuple[torch.Tensor, 
 # each float32 operand of a convolution / matmul to a 10-bit mantissa, outside the float32 summation error
 # bound the float-scaled agreement check explains disagreements with (requant.error_bound).
 REFERENCE_NUMERICS = {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False,
-                      "cudnn.deterministic": True, "cudnn.benchmark": False}
+                      "cudnn.deterministic": True, "cudnn.benchmark": False, "cudnn.enabled": True}
 
 
 def _numeric_flags() -> dict[str, bool]:
     b = torch.backends
     return {"cudnn.allow_tf32": bool(b.cudnn.allow_tf32), "cuda.matmul.allow_tf32": bool(b.cuda.matmul.allow_tf32),
-            "cudnn.deterministic": bool(b.cudnn.deterministic), "cudnn.benchmark": bool(b.cudnn.benchmark)}
+            "cudnn.deterministic": bool(b.cudnn.deterministic), "cudnn.benchmark": bool(b.cudnn.benchmark),
+            "cudnn.enabled": bool(b.cudnn.enabled)}
 
 
 def _set_numeric_flags(flags: dict[str, bool]) -> None:
@@ -95,6 +96,7 @@ def _set_numeric_flags(flags: dict[str, bool]) -> None:
     b.cuda.matmul.allow_tf32 = flags["cuda.matmul.allow_tf32"]
     b.cudnn.deterministic = flags["cudnn.deterministic"]
     b.cudnn.benchmark = flags["cudnn.benchmark"]
+    b.cudnn.enabled = flags["cudnn.enabled"]
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ NUMERICS_VARIANTS = {
     "reference (TF32 off, deterministic cuDNN)": {},
     "TF32 on (conv and matmul)": {"cudnn.allow_tf32": True, "cuda.matmul.allow_tf32": True},
     "cuDNN autotuned, non-deterministic": {"cudnn.deterministic": False, "cudnn.benchmark": True},
+    "cuDNN off (PyTorch's own CUDA convolution, no Winograd/FFT)": {"cudnn.enabled": False},
     "PyTorch defaults": {"cudnn.allow_tf32": True, "cuda.matmul.allow_tf32": False, "cudnn.deterministic": False,
                          "cudnn.benchmark": False},
 }
