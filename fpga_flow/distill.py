@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, zoo
+from . import data, loop, zoo
 from .errors import FlowError
 
 
@@ -79,7 +79,7 @@ def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int =
         x_all = qat._to_unit_tensor(images).to(device)
         y_all = torch.from_numpy(labels).to(device)
         # the seed model ends in log_softmax; no running accuracy in the float card (None)
-        history, elapsed = qat.run_epochs(model, opt, lambda x, y: (F.nll_loss(model(x), y), None), x_all, y_all,
+        history, elapsed = loop.run_epochs(model, opt, lambda x, y: (F.nll_loss(model(x), y), None), x_all, y_all,
                                           input_shape=mod.INPUT_SHAPE, epochs=epochs, batch_size=batch_size, lr=lr,
                                           shuffle=shuffle, aug=aug, progress=progress, desc="float epoch")
     model = model.to("cpu").eval()

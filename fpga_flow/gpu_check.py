@@ -11,8 +11,9 @@
 3. Training speed: ``train --epochs 2`` of the convnet on CUDA (the shipped batch 64, and batch 512 with
    the linear lr scaling rule) and on every CPU thread.
 
-Writes ``gpu_check.md`` and ``gpu_check.json`` into the folder given, the builds into its ``builds/``. ``--no-cuda`` runs the same code on
-the CPU only (the CI-side check of this script); a time budget skips what would not fit.
+Writes ``gpu_check.md`` and ``gpu_check.json`` into the folder given, the builds into its ``builds/``.
+``--no-cuda`` runs the same code on the CPU only (the CI-side check of this script); a time budget skips
+what would not fit.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def run(out: Path, cuda: bool = True, models: list[str] | None = None, n: str = 
                 log(f"gpu_check: numeric settings on {device}, {model} W{w}A{a} ...")
                 variants = NUMERICS_VARIANTS if cuda else {k: v for k, v in list(NUMERICS_VARIANTS.items())[:1]}
                 res["numerics"][f"{model}_w{w}a{a}"] = numerics_sweep(
-                    model, w, a, None if n == "all" else int(n), device, data_path, build_dir(out / "builds", model, b["ok"]),
+                    model, w, a, None if n == "all" else int(n), device, data_path,
+                    build_dir(out / "builds", model, b["ok"]),
                     variants)
         else:
             dev, bs, scaling = what
@@ -255,7 +257,8 @@ def markdown(res: dict) -> str:
                          f"{_cell(r['agree'])}/{_cell(r['images'])} | {_cell(r['n_explained'])} | "
                          f"{_cell(r['n_unexplained'])} | {_cell(r['output_equal_to_cpu'])} | {b['wall_s']} |")
     if res["numerics"]:
-        lines += ["", f"## Float-scaled models: numeric settings on {res['device']} vs the integer-accumulator reference",
+        lines += ["", f"## Float-scaled models: numeric settings on {res['device']} vs the integer-accumulator "
+                  "reference",
                   "",
                   "| model | setting | agree | explained | unexplained | output == CPU's | max abs diff vs CPU |",
                   "|---|---|---:|---:|---:|---:|---:|"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fpga_flow import agreement, data, golden, int_ref, passes, train
+from fpga_flow import agreement, data, golden, int_ref, loop, passes, train
 from fpga_flow.errors import FlowError
 from tests import float_scaled_nets as fsn
 
@@ -74,6 +74,6 @@ def test_one_epoch_on_cuda_with_device_resident_batches(tmp_path):
         pytest.skip(f"MNIST not available: {e}")
     card = train.train("convnet", epochs=1, batch_size=256, lr_scaling="linear", limit=2048, augment="default",
                        device="cuda", out=tmp_path / "c.pt", progress=False)
-    assert card["device"] == "cuda" and card["peak_lr"] == train.effective_lr(2e-3, 256, "linear")
+    assert card["device"] == "cuda" and card["peak_lr"] == loop.effective_lr(2e-3, 256, "linear")
     model, _ = train.load_checkpoint("convnet", tmp_path / "c.pt")
     assert next(model.parameters()).device.type == "cpu"

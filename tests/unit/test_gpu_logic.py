@@ -5,7 +5,7 @@
   standing for another device's, and must locate, explain or refuse each disagreement as on the CPU.
 * The reference numerics (TF32 off, deterministic cuDNN) are set around every reference forward and
   restored after it.
-* The one training loop (``train.run_epochs``, used by QAT, distillation and the float teacher) gives,
+* The one training loop (``loop.run_epochs``, used by QAT, distillation and the float teacher) gives,
   on the default CPU recipe, bit-identical weights to the loop it replaced, run here beside it.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fpga_flow import agreement, data, distill, golden, int_ref, passes, train, zoo
+from fpga_flow import agreement, data, distill, golden, int_ref, loop, passes, train, zoo
 from fpga_flow.errors import FlowError
 from tests import float_scaled_nets as fsn
 from tests.conftest import needs_gxx, single_torch_thread
@@ -285,7 +285,7 @@ def _pre16_qat_weights(mnist_dir, *, epochs, batch_size, lr, limit, augment, see
                     x = aug(x)
                 x = data.as_input(x, mod.INPUT_SHAPE)
                 for g in opt.param_groups:
-                    g["lr"] = train._lr_at(epoch * steps_per_epoch + i, total_steps, lr)
+                    g["lr"] = loop.lr_at(epoch * steps_per_epoch + i, total_steps, lr)
                 if teacher_module is None:
                     logp = forward(x)
                     loss = F.nll_loss(logp, y)
@@ -302,7 +302,7 @@ def _pre16_qat_weights(mnist_dir, *, epochs, batch_size, lr, limit, augment, see
 
 
 def _pre16_float_weights(mnist_dir, *, epochs, batch_size, lr, limit, augment, seed=0, device="cpu"):
-    """distill.train_float's own loop before #16 (now it calls train.run_epochs): the weights it trains."""
+    """distill.train_float's own loop before #16 (now it calls loop.run_epochs): the weights it trains."""
     mod = zoo.load("convnet")
     aug = train.make_augmentation(augment)
     split = data.load("train", mnist_dir)
@@ -328,7 +328,7 @@ def _pre16_float_weights(mnist_dir, *, epochs, batch_size, lr, limit, augment, s
                     x = aug(x)
                 x = data.as_input(x, mod.INPUT_SHAPE)
                 for g in opt.param_groups:
-                    g["lr"] = train._lr_at(epoch * steps + i, epochs * steps, lr)
+                    g["lr"] = loop.lr_at(epoch * steps + i, epochs * steps, lr)
                 loss = F.nll_loss(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -374,11 +374,11 @@ def test_float_teacher_through_the_one_loop_is_bit_identical(mnist_dir, tmp_path
 
 
 def test_linear_lr_scaling_rule_and_its_record(mnist_dir, tmp_path):
-    assert train.effective_lr(2e-3, 64, "none") == 2e-3
-    assert train.effective_lr(2e-3, 512, "linear") == 2e-3 * 512 / train.DEFAULTS["batch_size"]
-    assert train.effective_lr(2e-3, 64, "linear") == 2e-3
+    assert loop.effective_lr(2e-3, 64, "none") == 2e-3
+    assert loop.effective_lr(2e-3, 512, "linear") == 2e-3 * 512 / loop.REFERENCE_BATCH
+    assert loop.effective_lr(2e-3, 64, "linear") == 2e-3
     with pytest.raises(FlowError, match="linear"):
-        train.effective_lr(2e-3, 64, "sqrt")
+        loop.effective_lr(2e-3, 64, "sqrt")
     card = train.train("convnet", epochs=1, batch_size=128, lr=1e-3, lr_scaling="linear", limit=128, augment=None,
                        data_path=mnist_dir, out=tmp_path / "s.pt", progress=False, device="cpu")
     assert card["lr_scaling"] == "linear" and card["peak_lr"] == 1e-3 * 128 / 64 and card["lr"] == 1e-3
@@ -415,7 +415,7 @@ def test_run_epochs_forms_batches_by_index_on_the_data_device():
         seen.append((y.clone(), x.device))
         return F.cross_entropy(model(x), y), None
 
-    history, _ = train.run_epochs(model, opt, step, x_all, y_all, input_shape=(4,), epochs=2, batch_size=4, lr=1e-3,
+    history, _ = loop.run_epochs(model, opt, step, x_all, y_all, input_shape=(4,), epochs=2, batch_size=4, lr=1e-3,
                                   shuffle=torch.Generator().manual_seed(3), progress=False)
     g = torch.Generator().manual_seed(3)
     want = [torch.randperm(10, generator=g) for _ in range(2)]
