@@ -1,6 +1,6 @@
 """`make bench-accuracy`: MNIST test accuracy of the recipes we ship, as a committed table.
 
-Each row is one training run (``train.train`` or ``distill.train_float``) whose
+Each row is one training run (``train.train`` or ``train.train_float``) whose
 checkpoint and card go to ``build/accuracy/<row>.pt/.json``; a row whose card is
 already there is not re-run (``--force`` re-runs it), so an interrupted sweep
 continues where it stopped and rows can be run one at a time. The table in
@@ -54,7 +54,7 @@ def run_row(name: str, a: argparse.Namespace, out_dir: Path) -> dict:
     out = out_dir / f"{name}.pt"
     if spec.get("kind") == "float":
         epochs = a.float_epochs if a.float_epochs is not None else a.epochs
-        return distill.train_float(a.model, epochs=epochs, augment=None, out=out, **common)
+        return train.train_float(a.model, epochs=epochs, augment=None, out=out, **common)
     w, act = spec["bits"]
     shipped = zoo.checkpoint_path(a.model, w, act)
     if spec.get("shipped") and shipped.is_file():
@@ -128,11 +128,13 @@ def _fmt_pct(x: float | None) -> str:
 def table(out_dir: Path) -> str:
     cards = {n: json.loads(_card_file(n, out_dir).read_text()) for n in ROWS if _card_file(n, out_dir).is_file()}
     import torch
+    gpu_rows = (" (rows whose notes say 'trained on cuda': on the GPU)"
+                if any(c.get("device", "cpu") != "cpu" for c in cards.values()) else "")
     lines = ["# MNIST test accuracy (10,000 images) of the training recipes", "",
              "Written by `make bench-accuracy` (`python -m fpga_flow bench-accuracy`) from the cards in",
              "`build/accuracy/`. Adam, batch 64, cosine lr to 0, seed 0, deterministic kernels;",
              f"machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} cores shared with other jobs,",
-             f"torch {torch.__version__} on the CPU, 1 thread. Minutes are the training loop's wall clock on",
+             f"torch {torch.__version__} on the CPU, 1 thread{gpu_rows}. Minutes are the training loop's wall clock on",
              "that shared machine, so indicative only.", "",
              "| row | recipe | epochs | augment | test accuracy | target | met | train min | notes |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -175,6 +177,8 @@ def table(out_dir: Path) -> str:
                 notes.append(f"{100 * (acc - cards['w2a2']['test_accuracy']):+.2f} pts vs W2A2 without KD")
         met = "-" if target is None else ("yes" if acc >= target - 1e-12 else f"no ({100 * (acc - target):+.2f})")
         minutes = c.get("train_seconds")
+        if c.get("device", "cpu") != "cpu":  # a GPU row (--device cuda): its minutes are not the CPU's
+            notes.append(f"trained on {c['device']}")
         lines.append(f"| {n} | {desc} | {c.get('epochs', '-')} | {c.get('augment') or 'none'} | {_fmt_pct(acc)} | "
                      f"{_fmt_pct(target)} | {met} | {'-' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{'; '.join(notes)} |")

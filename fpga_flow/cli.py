@@ -133,14 +133,16 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.float:
         from . import distill
         out = Path(a.out) if a.out else distill.float_checkpoint_path(a.model)
-        card = distill.train_float(a.model, epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
-                                   augment=augment, progress=not a.quiet, out=out)
+        card = train.train_float(a.model, epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
+                                 augment=augment, progress=not a.quiet, out=out)
         print(f"{a.model} float: test accuracy {card['test_accuracy']:.2%} in {card['train_seconds']:.0f} s; "
               f"checkpoint written to {out}")
         return 0
     extra = {}
     if a.lr is not None:
         extra["lr"] = a.lr
+    if a.batch_size is not None:
+        extra["batch_size"] = a.batch_size
     if a.prune:
         extra.update(prune=a.prune, prune_amount=a.prune_amount, prune_scope=a.prune_scope, shrink=not a.no_shrink)
     if a.teacher:
@@ -148,7 +150,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     card = train.train(a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
                        epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
                        augment=augment, resume=a.resume, progress=not a.quiet, init=a.init,
-                       out=a.out, **extra)
+                       out=a.out, lr_scaling=a.lr_scaling, amp=a.amp, compile_model=a.compile, **extra)
     print(f"{a.model} W{a.weight_bits}A{a.act_bits}: test accuracy {card['test_accuracy']:.2%} "
           f"in {card['train_seconds']:.0f} s")
     return 0
@@ -242,6 +244,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="folder with the MNIST IDX files")
     t.add_argument("--quiet", "-q", action="store_true")
     t.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    t.add_argument("--batch-size", type=int, help="batch size (default 64: the shipped recipe); on a "
+                   "GPU larger batches keep it busy (docs/gpu.md)")
+    t.add_argument("--lr-scaling", default="none", choices=("none", "linear"),
+                   help="linear: peak lr x batch/64 (the linear scaling rule for larger batches)")
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast (off by default; docs/gpu.md)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the training forward (fails on the conv "
+                   "models with Brevitas 0.13.4: docs/gpu.md)")
     t.add_argument("--out", help="checkpoint path (default build/checkpoints/<model>_w<W>a<A>[tag].pt; a shipped "
                    "checkpoint is never overwritten)")
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, e.g. with --prune)")

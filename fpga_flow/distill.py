@@ -12,9 +12,7 @@ The teacher is ``models/<name>.py``'s ``float_model()`` trained on
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -51,66 +49,6 @@ class Normalized(nn.Module):
 
 def float_checkpoint_path(model_name: str) -> Path:
     return zoo.output_checkpoint_path(model_name, 32, 32).with_name(f"{model_name}_float.pt")
-
-
-def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
-                seed: int = 0, device: str | None = None, data_path: str | os.PathLike | None = None,
-                augment: str | None = None, limit: int | None = None, out: str | os.PathLike | None = None,
-                progress: bool = True) -> dict:
-    """Train the float seed model (Adam, cosine lr, seed normalisation); returns its card.
-
-    Same schedule, seeding and checkpoint format as :func:`fpga_flow.train.train`
-    (``{'state_dict', 'card'}`` + JSON card), default path ``<name>_float.pt``.
-    """
-    from . import train as qat
-
-    mod = zoo.load(model_name)
-    device = device or qat.default_device()
-    aug = qat.make_augmentation(augment)
-    path = Path(out) if out is not None else float_checkpoint_path(model_name)
-    tr, te = data.load("train", data_path), data.load("test", data_path)
-    images, labels = (tr.images, tr.labels) if limit is None else (tr.images[:limit], tr.labels[:limit])
-    n = len(images)
-    with qat._deterministic(seed):
-        net = mod.float_model()
-        model = Normalized(net).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        shuffle = torch.Generator().manual_seed(seed)
-        if aug is not None:
-            aug = aug.to(device)
-        x_all = qat._to_unit_tensor(images).to(device)
-        y_all = torch.from_numpy(labels).to(device)
-        steps = math.ceil(n / batch_size)
-        history, elapsed = [], 0.0
-        for epoch in range(epochs):
-            model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            bar = qat._progress(range(steps), progress, f"float epoch {epoch + 1}/{epochs}")
-            for i in bar:
-                idx = perm[i * batch_size:(i + 1) * batch_size]
-                x, y = x_all[idx], y_all[idx]
-                if aug is not None:
-                    x = aug(x)
-                x = data.as_input(x, mod.INPUT_SHAPE)
-                for g in opt.param_groups:
-                    g["lr"] = qat._lr_at(epoch * steps + i, epochs * steps, lr)
-                loss = F.nll_loss(model(x), y)  # the seed model ends in log_softmax
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * len(y)
-            history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / n})
-            elapsed += time.perf_counter() - t0
-    model = model.to("cpu").eval()
-    acc = qat.evaluate(model, te.images, te.labels, input_shape=mod.INPUT_SHAPE)
-    card = dict(model=model_name, kind="float", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                augment=augment, limit=limit, data_sha256=tr.sha256, test_accuracy=acc,
-                test_images=len(te.images), train_images=n, train_seconds=round(elapsed, 3), device=device,
-                threads=torch.get_num_threads(), history=history, versions=qat._versions())
-    qat.save_checkpoint(net.cpu(), card, path)
-    return card
 
 
 def load_teacher(model_name: str, path: str | os.PathLike | None = None) -> nn.Module:

@@ -147,7 +147,10 @@ def _golden_float_scaled(state: State) -> State:
                                 state.ref["qonnx_lowered"], out[:k].astype(np.float32)))
     final = low.layers[-1]
     logits = out * final.final_scale if final.chain is None else out
-    state.float_agreement, more = agreement.compare(low, trace, state.module, state.x, hw_in, logits)
+    # every device the forward ran on is compared with the integer reference, and the stored torch_<dev>
+    # outputs must be the ones compared (per-device record in state.float_agreement["devices"], #16)
+    state.float_agreement, more = agreement.compare_devices(low, trace, state.module, state.x, hw_in, logits,
+                                                            golden.reference_devices(state.cfg.device), state.ref)
     checks += more
     return _golden_done(state, checks)
 

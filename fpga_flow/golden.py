@@ -7,9 +7,11 @@ export or pass bug and stops the flow.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from qonnx.util.cleanup import cleanup_model
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .compare import exact
 from .errors import FlowError
 
 try:  # qonnx runs single nodes of opset-1 graphs through onnxruntime, which warns on every call
@@ -73,13 +76,61 @@ def _forward_logits(module: nn.Module, xb: torch.Tensor) -> tuple[torch.Tensor, 
     return logits, y
 
 
+# The numeric settings of every reference forward on CUDA (docs/gpu.md says why each one). TF32 would round
+# each float32 operand of a convolution / matmul to a 10-bit mantissa, outside the float32 summation error
+# bound the float-scaled agreement check explains disagreements with (requant.error_bound).
+REFERENCE_NUMERICS = {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False,
+                      "cudnn.deterministic": True, "cudnn.benchmark": False, "cudnn.enabled": True}
+
+
+def _numeric_flags() -> dict[str, bool]:
+    b = torch.backends
+    return {"cudnn.allow_tf32": bool(b.cudnn.allow_tf32), "cuda.matmul.allow_tf32": bool(b.cuda.matmul.allow_tf32),
+            "cudnn.deterministic": bool(b.cudnn.deterministic), "cudnn.benchmark": bool(b.cudnn.benchmark),
+            "cudnn.enabled": bool(b.cudnn.enabled)}
+
+
+def _set_numeric_flags(flags: dict[str, bool]) -> None:
+    b = torch.backends
+    b.cudnn.allow_tf32 = flags["cudnn.allow_tf32"]
+    b.cuda.matmul.allow_tf32 = flags["cuda.matmul.allow_tf32"]
+    b.cudnn.deterministic = flags["cudnn.deterministic"]
+    b.cudnn.benchmark = flags["cudnn.benchmark"]
+    b.cudnn.enabled = flags["cudnn.enabled"]
+
+
+@contextlib.contextmanager
+def reference_numerics(overrides: dict[str, bool] | None = None) -> Iterator[dict[str, bool]]:
+    """Run a reference forward with ``REFERENCE_NUMERICS`` (TF32 off, deterministic cuDNN, no autotuning);
+    the previous process-wide settings are restored afterwards, also on error. The flags are plain
+    attributes, so this is safe (and changes no arithmetic) on a CPU-only torch. ``overrides`` (keys of
+    ``REFERENCE_NUMERICS``) exist to *measure* other settings (``fpga_flow.gpu_check``), never for a build.
+    Yields the settings in force."""
+    flags = dict(REFERENCE_NUMERICS)
+    unknown = set(overrides or {}) - set(flags)
+    if unknown:
+        raise FlowError(f"unknown numeric setting(s) {sorted(unknown)}; valid: {', '.join(flags)}")
+    flags.update(overrides or {})
+    before = _numeric_flags()
+    _set_numeric_flags(flags)
+    try:
+        yield dict(flags)
+    finally:
+        _set_numeric_flags(before)
+
+
 def torch_reference(module: nn.Module, x: np.ndarray, device: str = "cpu", batch: int = 1000,
                     logits: bool = False) -> TorchRun:
     """Run the Brevitas module (eval mode) on ``device``; returns float32 outputs.
 
     ``logits=True`` (a module ending in log_softmax): ``output`` is the input of that final log_softmax,
-    the exact logits, and ``final`` the module's own output.
+    the exact logits, and ``final`` the module's own output. Runs under :func:`reference_numerics`.
     """
+    with reference_numerics():
+        return _torch_reference(module, x, device, batch, logits)
+
+
+def _torch_reference(module: nn.Module, x: np.ndarray, device: str, batch: int, logits: bool) -> TorchRun:
     module = module.eval().to(device)
     outs, finals = [], []
     with torch.no_grad():  # warm-up: first-call allocations are not the model's speed
@@ -105,12 +156,31 @@ def torch_reference(module: nn.Module, x: np.ndarray, device: str = "cpu", batch
 
 
 def reference_devices(requested: str = "auto") -> list[str]:
-    """CPU always; CUDA too when it is there (``auto``) or asked for."""
+    """The devices whose forward a build runs *and compares*: CPU always; CUDA too when it is there
+    (``auto``) or asked for. Callers must compare every one of them (see :func:`compare_devices_exact`
+    and ``agreement.compare_devices``): the report lists them as checked."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise FlowError("--device cuda was asked for, but torch.cuda.is_available() is False")
     if requested == "cpu":
         return ["cpu"]
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def compare_devices_exact(outputs: dict[str, np.ndarray], want: np.ndarray,
+                          compared_with: str) -> tuple[dict[str, dict], list]:
+    """Power-of-two models: each device's Brevitas output against ``want`` (QONNX) with ``==``.
+
+    Returns the per-device record (what it was compared with, images that agree, and - exact
+    arithmetic admits no explanation - every disagreement unexplained) and the comparisons to add to
+    the build's checks. A device that is not in ``outputs`` is not in the record: it was not checked."""
+    record, checks = {}, []
+    for dev, out in outputs.items():
+        c = exact(f"Brevitas torch ({dev}) vs {compared_with}", out, want)
+        checks.append(c)
+        record[dev] = {"device": dev, "compared_with": compared_with, "images": c.n, "agree": c.exact_matches,
+                       "n_explained": 0, "n_unexplained": c.n - c.exact_matches,
+                       "numerics": dict(REFERENCE_NUMERICS) if dev.startswith("cuda") else None}
+    return record, checks
 
 
 def _io(model: ModelWrapper) -> tuple[str, str]:

@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -43,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, zoo
+from . import data, distill, zoo
 from . import prune as pruning
 from .errors import FlowError
+from .loop import effective_lr, maybe_compile, run_epochs
 
 DEFAULTS = dict(epochs=20, batch_size=64, lr=2e-3)  # the shipped convnet_w4a4 recipe
 
@@ -92,11 +91,6 @@ def _deterministic(seed: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(was, warn_only=warn_only)
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-
-
-def _lr_at(step: int, total: int, lr: float) -> float:
-    """Cosine decay from ``lr`` to 0 over the run, per step (stateless, so resume is trivial)."""
-    return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
 def _runtime_stats_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -208,7 +202,8 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
           progress: bool = True, resume: bool = False, init: str | os.PathLike | None = None,
           prune: str | None = None, prune_amount: float = 0.0, prune_scope: str = "layer",
           shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None,
-          kd_temperature: float = 2.0, kd_alpha: float = 0.5) -> dict:
+          kd_temperature: float = 2.0, kd_alpha: float = 0.5, lr_scaling: str = "none", amp: bool = False,
+          compile_model: bool = False) -> dict:
     """Quantization-aware training of ``models/<model_name>.py``'s quant model; returns the card.
 
     model_name      a zoo model (``models/<name>.py``).
@@ -216,6 +211,12 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     passed to ``quant_model``; the checkpoint name carries W and A.
     epochs, batch_size, lr
                     Adam, lr decayed per step on a cosine to 0 over all epochs.
+    lr_scaling      'none' (default: ``lr`` as given) or 'linear': peak lr ``lr * batch_size / 64``
+                    (:func:`effective_lr`), for larger batches on a GPU.
+    amp             bfloat16 autocast of the forward (off by default; its effect on the quantized
+                    model is unmeasured, see docs/gpu.md).
+    compile_model   ``torch.compile`` the training forward (off by default; not the distillation path;
+                    see docs/gpu.md).
     seed            seeds Python, NumPy and torch (shuffle, dropout, augmentation);
                     with deterministic kernels a CPU run is reproducible bit for bit
                     (same thread count); CUDA has no deterministic max-pool backward,
@@ -241,7 +242,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     widths so :func:`load_checkpoint` rebuilds the shape.
     teacher, kd_temperature, kd_alpha
                     knowledge distillation from a float teacher (a module on [0, 1]
-                    pixels, or a float checkpoint path from ``distill.train_float``);
+                    pixels, or a float checkpoint path from :func:`train_float`);
                     loss :func:`fpga_flow.distill.kd_loss`.
     The default checkpoint name gains a tag for these (``_p50u``, ``_p25s``, ``_kd``) so
     a pruned or distilled run never overwrites the plain one.
@@ -250,6 +251,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
     device = device or default_device()
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise FlowError(f"epochs ({epochs}) and batch_size ({batch_size}) must be >= 1 and lr ({lr}) > 0")
+    peak_lr = effective_lr(lr, batch_size, lr_scaling)
     aug = make_augmentation(augment)
     pruning.check_args(prune, prune_amount, prune_scope)
     tag = ""
@@ -275,9 +277,14 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         settings["init"] = str(init)
     if prune is not None:
         settings.update(prune=prune, prune_amount=prune_amount, prune_scope=prune_scope, shrink=shrink)
+    if lr_scaling != "none":
+        settings.update(lr_scaling=lr_scaling, peak_lr=peak_lr)
+    if amp:
+        settings["amp"] = "bfloat16"
+    if compile_model:
+        settings["compile"] = True
     teacher_module, teacher_accuracy = None, None
     if teacher is not None:
-        from . import distill
         distill.kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64),
                         kd_temperature, kd_alpha)  # validates T and alpha before any work
         teacher_module = teacher if isinstance(teacher, nn.Module) else distill.load_teacher(model_name, teacher)
@@ -302,7 +309,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         model = model.to(device)
         # Only now: Brevitas rebuilds its quantizers (new scale Parameters) inside
         # load_state_dict, so an optimizer made earlier would update orphans.
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = torch.optim.Adam(model.parameters(), lr=peak_lr)
         if state is not None:
             opt.load_state_dict(state["optimizer"])
             shuffle.set_state(state["shuffle_rng"])
@@ -316,54 +323,38 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
             teacher_module = teacher_module.to(device)
         x_all = _to_unit_tensor(images).to(device)
         y_all = torch.from_numpy(labels).to(device)
-        steps_per_epoch = math.ceil(n / batch_size)
-        total_steps = epochs * steps_per_epoch
+        forward = maybe_compile(getattr(model, "forward_log_softmax", None)
+                                or (lambda x: F.log_softmax(model(x), dim=1)), compile_model)
 
-        forward = getattr(model, "forward_log_softmax", None) or (lambda x: F.log_softmax(model(x), dim=1))
-        for epoch in range(start_epoch, epochs):
-            model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            t0 = time.perf_counter()
-            seen = 0
-            # Running sums stay on the device: reading them each step would sync a GPU.
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            loss_sum = torch.zeros((), device=device)
-            bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{epochs}")
-            for i in bar:
-                idx = perm[i * batch_size:(i + 1) * batch_size]
-                x, y = x_all[idx], y_all[idx]
-                if aug is not None:
-                    x = aug(x)
-                x = data.as_input(x, mod.INPUT_SHAPE)  # after the (image) augmentation
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, lr)
-                if teacher_module is None:
-                    logp = forward(x)
-                    loss = F.nll_loss(logp, y)
-                else:
-                    logits = model.logits(x) if hasattr(model, "logits") else model(x)  # forward may end in log_softmax
-                    logp = F.log_softmax(logits, dim=1)
-                    with torch.no_grad():
-                        t_logits = teacher_module(x)
-                    loss = distill.kd_loss(logits, t_logits, y, kd_temperature, kd_alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(y)
-                correct += (logp.argmax(1) == y).sum()
-                loss_sum += loss.detach() * len(y)
-                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
-            history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
-                            "train_accuracy": int(correct) / seen})
-            elapsed += time.perf_counter() - t0  # after the reads above, which sync a GPU
+        def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if teacher_module is None:
+                logp = forward(x)
+                return F.nll_loss(logp, y), logp
+            logits = model.logits(x) if hasattr(model, "logits") else model(x)  # forward may end in log_softmax
+            with torch.no_grad():
+                t_logits = teacher_module(x)
+            return distill.kd_loss(logits, t_logits, y, kd_temperature, kd_alpha), F.log_softmax(logits, dim=1)
+
+        def save_partial(epoch: int, hist: list, seconds: float) -> None:
             _save_partial(partial, {
-                "settings": settings, "epoch": epoch + 1, "elapsed": elapsed, "history": history,
+                "settings": settings, "epoch": epoch + 1, "elapsed": seconds, "history": hist,
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "stats": _stats_state(model), "optimizer": opt.state_dict(),
                 "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None,
             })
+
+        try:
+            history, elapsed = run_epochs(model, opt, step_loss, x_all, y_all, input_shape=mod.INPUT_SHAPE,
+                                          epochs=epochs, batch_size=batch_size, lr=peak_lr, shuffle=shuffle,
+                                          aug=aug, start_epoch=start_epoch, history=history, elapsed=elapsed,
+                                          progress=progress, desc="epoch", amp=amp, on_epoch_end=save_partial)
+        except Exception as e:
+            if not compile_model or isinstance(e, FlowError):
+                raise
+            raise FlowError(f"torch.compile of {model_name}'s training forward failed ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); with brevitas 0.13.4 and torch 2.13 "
+                            "Dynamo cannot trace Brevitas' quantizers (docs/gpu.md): train without compile") from e
 
     model = model.to("cpu").eval()
     extra: dict[str, Any] = {}
@@ -400,14 +391,6 @@ def _check_round_trip(model: nn.Module, model_name: str, path: Path, images: np.
                         "(a quantizer state was not saved); please report this")
 
 
-def _progress(it: range, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc=desc, leave=True, dynamic_ncols=True)
-
-
 def _load_partial(partial: Path, settings: dict) -> dict:
     try:
         state = torch.load(partial, map_location="cpu", weights_only=True)
@@ -438,7 +421,6 @@ def init_from(model: nn.Module, model_name: str, path: str | os.PathLike, weight
     except Exception:  # noqa: BLE001 - load_checkpoint below gives the precise error
         card = None
     if isinstance(card, dict) and card.get("kind") == "float":
-        from . import distill
         _copy_weights(distill.load_teacher(model_name, path).model, model, path)
         return "weights"
     try:
@@ -552,3 +534,42 @@ def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weig
     if unset:
         raise FlowError(f"checkpoint {path} has no activation scale for {', '.join(unset)}")
     return model.eval(), card
+
+
+def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
+                seed: int = 0, device: str | None = None, data_path: str | os.PathLike | None = None,
+                augment: str | None = None, limit: int | None = None, out: str | os.PathLike | None = None,
+                progress: bool = True) -> dict:
+    """Train the float seed model (Adam, cosine lr, seed normalisation); returns its card.
+
+    Same schedule, seeding and checkpoint format as :func:`fpga_flow.train.train`
+    (``{'state_dict', 'card'}`` + JSON card), default path ``<name>_float.pt``.
+    """
+    mod = zoo.load(model_name)
+    device = device or default_device()
+    aug = make_augmentation(augment)
+    path = Path(out) if out is not None else distill.float_checkpoint_path(model_name)
+    tr, te = data.load("train", data_path), data.load("test", data_path)
+    images, labels = (tr.images, tr.labels) if limit is None else (tr.images[:limit], tr.labels[:limit])
+    n = len(images)
+    with _deterministic(seed):
+        net = mod.float_model()
+        model = distill.Normalized(net).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        if aug is not None:
+            aug = aug.to(device)
+        x_all = _to_unit_tensor(images).to(device)
+        y_all = torch.from_numpy(labels).to(device)
+        # the seed model ends in log_softmax; no running accuracy in the float card (None)
+        history, elapsed = run_epochs(model, opt, lambda x, y: (F.nll_loss(model(x), y), None), x_all, y_all,
+                                          input_shape=mod.INPUT_SHAPE, epochs=epochs, batch_size=batch_size, lr=lr,
+                                          shuffle=shuffle, aug=aug, progress=progress, desc="float epoch")
+    model = model.to("cpu").eval()
+    acc = evaluate(model, te.images, te.labels, input_shape=mod.INPUT_SHAPE)
+    card = dict(model=model_name, kind="float", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                augment=augment, limit=limit, data_sha256=tr.sha256, test_accuracy=acc,
+                test_images=len(te.images), train_images=n, train_seconds=round(elapsed, 3), device=device,
+                threads=torch.get_num_threads(), history=history, versions=_versions())
+    save_checkpoint(net.cpu(), card, path)
+    return card

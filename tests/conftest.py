@@ -21,9 +21,14 @@ def mnist_test():
 
 
 @pytest.fixture(scope="session")
-def mnist_dir(mnist_test) -> str:
-    """The folder the MNIST IDX files were found in (for commands run outside the checkout)."""
-    return str(mnist_test.source.parent if mnist_test.source.is_file() else mnist_test.source)
+def mnist_dir():
+    """The folder holding the MNIST IDX files (training tests, commands run outside the checkout)."""
+    from fpga_flow import data
+    from fpga_flow.errors import FlowError
+    try:
+        return data.find_dir()
+    except FlowError as e:
+        pytest.skip(f"MNIST not available: {e}")
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,6 @@ CARD = {"model": MODEL, "weight_bits": 4, "act_bits": 4, "input_bits": 8}
 one_thread = pytest.fixture(autouse=True, scope="module")(single_torch_thread)
 
 
-@pytest.fixture(scope="module")
-def mnist_dir():
-    try:
-        return data.find_dir()
-    except FlowError as e:
-        pytest.skip(f"MNIST not available: {e}")
-
-
 def _mnist_like(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs on the to_unit grid (k/255) and labels, without needing the dataset."""
     g = torch.Generator().manual_seed(seed)

@@ -17,10 +17,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ...toolchain import cpu_name
 from . import csim as sim
 from . import native
+
+
+def _gpu() -> str | None:
+    """The CUDA device the build's torch reference also ran on (``--device auto``), or None."""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def _hls(args: list[str], env: dict) -> tuple[float, dict]:
@@ -62,7 +68,7 @@ def main(a) -> int:
     _, t_exact1 = sim.run(bins["exact"], project, hw_in, 1, progress=False)
     result = {
         "model": a.model, "n_images": rep["n_images"], "exact_matches": rep["exact_matches"],
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "gpu": _gpu()},
         "date": time.strftime("%Y-%m-%d"),
         "wall_s": {name: round(w, 2) for name, w, _ in runs},
         "steps_s": {name: r["timings_s"] for name, _, r in runs},
@@ -86,7 +92,8 @@ def main(a) -> int:
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"# Benchmark: {r['model']}", "",
-             f"Measured {r['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}, no GPU unless listed. "
+             f"Measured {r['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+             f"{'GPU ' + m['gpu'] + ' (the Brevitas torch CUDA row)' if m.get('gpu') else 'no GPU'}. "
              f"Verification: {r['exact_matches']}/{r['n_images']} images bit-exact in every run.", "",
              "| `fpga-flow hls` run | wall time (s), whole command |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["wall_s"].items()]
