@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from .compare import exact
 from .errors import FlowError
+from .quant import QuantSpec
 
 try:  # qonnx runs single nodes of opset-1 graphs through onnxruntime, which warns on every call
     import onnxruntime as _ort
@@ -242,13 +243,9 @@ def input_quantizer(model: ModelWrapper) -> dict:
     iname, _ = _io(model)
     for node in model.graph.node:
         if node.op_type == "Quant" and node.input[0] == iname:
-            attrs = {a.name: (a.i if a.type == a.INT else a.s.decode()) for a in node.attribute}
-            scale = float(np.ravel(model.get_initializer(node.input[1]))[0])
-            return dict(scale=scale,
-                        zeropt=float(np.ravel(model.get_initializer(node.input[2]))[0]),
-                        bits=int(np.ravel(model.get_initializer(node.input[3]))[0]),
-                        signed=bool(attrs.get("signed", 1)), narrow=bool(attrs.get("narrow", 0)),
-                        rounding_mode=attrs.get("rounding_mode", "ROUND"))
+            q = QuantSpec.of(model, node)
+            return dict(scale=float(q.scale.ravel()[0]), zeropt=float(q.zeropt.ravel()[0]), bits=q.int_bits,
+                        signed=q.signed, narrow=q.narrow, rounding_mode=q.rounding_mode)
     raise FlowError("the graph input is not followed by a Quant node (no input quantizer)")
 
 

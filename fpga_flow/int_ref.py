@@ -11,22 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from onnx import helper
-from qonnx.custom_op.general.quant import quant
 
 from .errors import FlowError
-
-
-def _attrs(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+from .quant import QuantSpec, attributes
 
 
 def _quant_node(model, node, env) -> np.ndarray:
-    a = _attrs(node)
-    args = [env[i] if i in env else model.get_initializer(i) for i in node.input]
-    mode = a.get("rounding_mode", b"ROUND")
-    return quant(*args, signed=int(a.get("signed", 1)), narrow=int(a.get("narrow", 0)),
-                 rounding_mode=mode.decode() if isinstance(mode, bytes) else mode).astype(np.float64)
+    x = env[node.input[0]] if node.input[0] in env else model.get_initializer(node.input[0])
+    return np.asarray(QuantSpec.of(model, node).apply(x)).astype(np.float64)
 
 
 def _conv(x: np.ndarray, w: np.ndarray, a: dict) -> np.ndarray:
@@ -70,7 +62,7 @@ def run(lowered, x_codes: np.ndarray, thresholds: bool = False, trace: bool = Fa
 
 
 def _execute(model, lowered, node, env, thresholds: bool) -> np.ndarray:
-    op, a = node.op_type, _attrs(node)
+    op, a = node.op_type, attributes(node)
 
     def inp(k: int) -> np.ndarray:
         name = node.input[k]

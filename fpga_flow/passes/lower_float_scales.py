@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.custom_op.general.quant import quant
 from qonnx.util.cleanup import cleanup_model
 
 from .. import requant
 from ..custom_op import DOMAIN
 from ..errors import FlowError
+from ..quant import QuantSpec, attributes, constant
 
 PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose")
 MAC = ("Conv", "MatMul")
@@ -75,28 +75,15 @@ class Lowered:
 
 
 
-def _attrs(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _out_quant(model: ModelWrapper, node) -> requant.OutQuant:
-    a = _attrs(node)
-    init = [model.get_initializer(i) for i in node.input[1:4]]
-    if any(v is None for v in init):
-        raise FlowError(f"node {node.name!r} (Quant): scale, zero point and bit width must be constants")
-    scale, zeropt, bits = init
-    if np.any(np.asarray(zeropt) != 0):
+    q = QuantSpec.of(model, node)
+    if not q.zero_point_is_zero:
         raise FlowError(f"node {node.name!r} (Quant): a non-zero zero point is not supported")
-    if np.size(scale) != 1:
+    if not q.per_tensor:
         raise FlowError(f"node {node.name!r} (Quant): per-channel activation scales are not supported "
                         "(per-tensor activation quantizers are; per-channel weight scales are)")
-    b = float(np.ravel(bits)[0])
-    if b != int(b):
-        raise FlowError(f"node {node.name!r} (Quant): bit width {b} is not an integer")
-    mode = a.get("rounding_mode", b"ROUND")
-    return requant.OutQuant(scale=float(np.float32(np.ravel(scale)[0])), zeropt=0.0, bits=int(b),
-                            signed=bool(a.get("signed", 1)), narrow=bool(a.get("narrow", 0)),
-                            rounding_mode=mode.decode() if isinstance(mode, bytes) else mode)
+    return requant.OutQuant(scale=float(np.float32(q.scale.ravel()[0])), zeropt=0.0, bits=q.int_bits,
+                            signed=q.signed, narrow=q.narrow, rounding_mode=q.rounding_mode)
 
 
 def _set_unit_scale(model: ModelWrapper, node) -> None:
@@ -115,14 +102,11 @@ def _weight_codes(model: ModelWrapper, node) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _weight_quant(model: ModelWrapper, node) -> requant.OutQuant:
-    a = _attrs(node)
-    zeropt, bits = model.get_initializer(node.input[2]), model.get_initializer(node.input[3])
-    if zeropt is None or np.any(np.asarray(zeropt) != 0):
+    q = QuantSpec.of(model, node)
+    if not q.zero_point_is_zero:
         raise FlowError(f"node {node.name!r} (Quant on weights): a non-zero zero point is not supported")
-    mode = a.get("rounding_mode", b"ROUND")
-    return requant.OutQuant(scale=1.0, zeropt=0.0, bits=int(np.ravel(bits)[0]), signed=bool(a.get("signed", 1)),
-                            narrow=bool(a.get("narrow", 0)),
-                            rounding_mode=mode.decode() if isinstance(mode, bytes) else mode)
+    return requant.OutQuant(scale=1.0, zeropt=0.0, bits=q.int_bits, signed=q.signed, narrow=q.narrow,
+                            rounding_mode=q.rounding_mode)
 
 
 def _per_output(scale_full: np.ndarray, axis: int, where: str) -> np.ndarray:
@@ -136,16 +120,9 @@ def _per_output(scale_full: np.ndarray, axis: int, where: str) -> np.ndarray:
 
 def _const_value(model: ModelWrapper, name: str, where: str) -> np.ndarray:
     """A constant input: an initializer, or a Quant of one (Int*Bias), evaluated as QONNX/Brevitas do."""
-    v = model.get_initializer(name)
+    v = constant(model, name)
     if v is not None:
         return np.asarray(v, dtype=np.float32)
-    p = model.find_producer(name)
-    if p is not None and p.op_type == "Quant" and model.get_initializer(p.input[0]) is not None:
-        a = _attrs(p)
-        args = [model.get_initializer(i) for i in p.input]
-        mode = a.get("rounding_mode", b"ROUND")
-        return quant(*args, signed=int(a.get("signed", 1)), narrow=int(a.get("narrow", 0)),
-                     rounding_mode=mode.decode() if isinstance(mode, bytes) else mode).astype(np.float32)
     raise FlowError(f"{where}: input {name!r} is not a constant")
 
 
@@ -254,7 +231,7 @@ class _Lowering:
                 if bias.size == 1:
                     bias = np.full(scale.shape, bias[0], dtype=np.float32)
             elif nxt.op_type == "BatchNormalization" and bn is None and not relu:
-                a = _attrs(nxt)
+                a = attributes(nxt)
                 g, b, mean, var = (_const_value(m, i, f"node {nxt.name!r}") for i in nxt.input[1:5])
                 bn = dict(gamma=g, beta=b, mean=mean, var=var, eps=float(a.get("epsilon", 1e-5)))
             elif nxt.op_type == "Relu" and not relu:

