@@ -80,8 +80,8 @@ def port_bits(verilog: str, top: str) -> int:
     if not m:
         raise FlowError(f"no module {top} in the Verilog")
     bits = 0
-    for d in re.finditer(r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?\S+;",
-                         m.group(1), re.M):
+    decl = r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?\S+;"
+    for d in re.finditer(decl, m.group(1), re.M):
         bits += abs(int(d.group(1)) - int(d.group(2))) + 1 if d.group(1) else 1
     return bits
 

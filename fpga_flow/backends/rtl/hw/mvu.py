@@ -176,8 +176,9 @@ class MVU(wiring.Component):
                 rq = self.layer.requant
                 # acc + b >= T  <=>  acc >= T - b; clamp to what acc can hold: <= lo is always, > hi never
                 t = np.clip(np.asarray(rq.T[c], np.int64) - bias[c], lay["lo"], lay["hi"] + 1)
-                word = stream.pack(t, lay["tbits"]) | (stream.pack([rq.base[c]], lay["bbits"]) << (len(t) * lay["tbits"]))
-                word |= int(rq.direction[c] < 0) << (len(t) * lay["tbits"] + lay["bbits"])
+                tbits = len(t) * lay["tbits"]
+                word = stream.pack(t, lay["tbits"]) | (stream.pack([rq.base[c]], lay["bbits"]) << tbits)
+                word |= int(rq.direction[c] < 0) << (tbits + lay["bbits"])
                 fields.append(word)
             words.append(sum(f << (p * lay["bits"]) for p, f in enumerate(fields)))
         return words
@@ -192,7 +193,8 @@ class MVU(wiring.Component):
         lanes_w = pe if self.dw else pe * simd
         style = weight_ram_style(len(wwords), self.ram_style)
         attrs = {"ram_style": style, "rom_style": style}
-        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords, attrs=attrs)
+        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords,
+                                          attrs=attrs)
         wrp = wrom.read_port()
         lay = self.param_layout()
         pwords = self.param_words()
@@ -289,7 +291,8 @@ class MVU(wiring.Component):
                 m.d.comb += codes[p].eq(delay(acc[p] + word.as_signed(), f"s4_sum{p}"))
                 continue
             tb, n_t = lay["tbits"], lay["L"]
-            hits = delay(Cat(*[acc[p] >= word[k * tb:(k + 1) * tb].as_signed() for k in range(n_t)]), f"s4_hits{p}")
+            hits = delay(Cat(*[acc[p] >= word[k * tb:(k + 1) * tb].as_signed() for k in range(n_t)]),
+                         f"s4_hits{p}")
             count = _tree([hits[k] for k in range(n_t)]) if n_t else Const(0, 1)
             base = delay(word[n_t * tb:n_t * tb + lay["bbits"]].as_signed(), f"s4_base{p}")
             neg = delay(word[n_t * tb + lay["bbits"]], f"s4_neg{p}")
@@ -307,4 +310,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "LATENCY", "signed_bits", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "acc_bits", "acc_range", "folding", "in_range", "weight_matrix"]
+__all__ = ["MVU", "LATENCY", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+           "acc_range", "folding", "in_range", "weight_matrix"]
