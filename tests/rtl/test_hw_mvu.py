@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga_flow.backends.rtl.hw import spec, stream
@@ -187,3 +188,16 @@ def test_acc_bits_is_exact_at_the_extremes():
     assert acc_bits(layer) == 8
     layer = spec.Mac("dense", (1, 1, 3), w, 4, False, bias=np.array([38, -3]))  # 128 needs 9
     assert acc_bits(layer) == 9
+
+
+@pytest.mark.parametrize("kind,style,want", [("conv", "auto", "block"), ("depthwise", "auto", "logic"),
+                                             ("dense", "distributed", "distributed")])
+def test_verilog_carries_the_weight_rom_style(kind, style, want):
+    """The Verilog yosys reads names how to build the weight ROM ("auto": block RAM from 64 words)."""
+    rng = np.random.default_rng(3)
+    x = rand_images(rng, 1, 4, 8, 4, False)[0]
+    pe, simd = (1, 1) if kind == "conv" else (2, 2)  # conv: 8 x 72 words; depthwise: 4 x 9; dense: 4 x 64
+    layer = make_layer(rng, kind, c=8, oc=8, k=3, hw=4, pe=pe, simd=simd, in_bits=4, in_signed=False,
+                       requant=kind != "dense", out_bits=2, out_signed=False, x=x)
+    v = verilog.convert(MVU(layer, ram_style=style), name="mvu")
+    assert f'(* ram_style = "{want}" *)' in v and "module mvu(" in v
