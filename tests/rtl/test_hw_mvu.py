@@ -17,7 +17,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.mvu import LATENCY, MVU, acc_bits, folding
+from fpga_flow.backends.rtl.hw.mvu import LATENCY, MVU, acc_bits, check_layer, folding
 
 pytestmark = pytest.mark.rtl
 
@@ -168,16 +168,18 @@ def test_mvu_equals_spec(case, stalls):
         assert t_out[0] - t_in[sf - 1] == LATENCY  # the first fold's last input beat -> its output beat
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # the refused MVU is never elaborated
 def test_folding_is_checked():
     rng = np.random.default_rng(0)
     w = rng.integers(-2, 2, size=(4, 6))
     with pytest.raises(ValueError, match="pe=3"):
-        MVU(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=3, simd=2))
+        check_layer(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=3, simd=2))
     with pytest.raises(ValueError, match="simd=4"):
-        MVU(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=2, simd=4))
+        check_layer(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=2, simd=4))
     with pytest.raises(ValueError, match="out_bits"):
-        MVU(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=4, out_signed=True, pe=2, simd=2))
+        check_layer(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=4, out_signed=True, pe=2, simd=2))
+    with pytest.raises(ValueError, match="pe == simd"):
+        check_layer(spec.Mac("depthwise", (3, 3, 4), w[:, :4].reshape(4, 2, 2), 4, False, out_bits=12, k=2, pe=2,
+                       simd=1))
 
 
 def test_acc_bits_is_exact_at_the_extremes():

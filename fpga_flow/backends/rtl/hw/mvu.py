@@ -111,6 +111,17 @@ def folding(layer: spec.Mac) -> tuple[int, int]:
     return rows // pe, n // simd
 
 
+def check_layer(layer: spec.Mac) -> tuple[int, int]:
+    """(NF, SF) of a layer the MVU can build; ValueError naming what is wrong otherwise (call it before
+    constructing, as the MVU does, so a refused layer leaves no half-built component behind)."""
+    nf_sf = folding(layer)
+    if layer.requant is None and layer.out_bits < acc_bits(layer):
+        raise ValueError(f"MVU final layer: out_bits={layer.out_bits} < acc_bits={acc_bits(layer)}")
+    if layer.requant is not None and layer.out_bits < 1:
+        raise ValueError("MVU: a requantized layer needs out_bits >= 1")
+    return nf_sf
+
+
 class MVU(wiring.Component):
     """Folded matrix-vector unit for one :class:`spec.Mac` (conv, dense or depthwise); see the module doc."""
 
@@ -121,13 +132,9 @@ class MVU(wiring.Component):
         if ram_style not in RAM_STYLES:
             raise ValueError(f"MVU ram_style {ram_style!r}; valid: {', '.join(RAM_STYLES)}")
         self.layer, self.ram_style = layer, ram_style
-        self.nf, self.sf = folding(layer)
+        self.nf, self.sf = check_layer(layer)
         self.dw = layer.kind == "depthwise"
         self.abits = acc_bits(layer) if layer.requant is None else signed_bits(*acc_range(layer, False))
-        if layer.requant is None and layer.out_bits < acc_bits(layer):
-            raise ValueError(f"MVU final layer: out_bits={layer.out_bits} < acc_bits={acc_bits(layer)}")
-        if layer.requant is not None and layer.out_bits < 1:
-            raise ValueError("MVU: a requantized layer needs out_bits >= 1")
         super().__init__({"i": In(stream.signature(layer.simd, layer.in_bits)),
                           "o": Out(stream.signature(layer.pe, layer.out_bits))})
 
@@ -310,5 +317,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "LATENCY", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "LATENCY", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]
