@@ -98,7 +98,7 @@ $(VENV)/.installed-finn: $(VENV)/.installed
 	$(call run,fuzz,$(FLOW) fuzz $(if $(filter command line environment,$(origin N)),-n "$$N") --seed "$${SEED:-0}" --log build/fuzz-failures.jsonl)
 
 .run-bench: venv
-	$(call run,bench,$(FLOW) bench $(BUILD_ARGS) --doc-dir docs/bench)
+	$(call run,bench,$(FLOW) bench $(MODEL_ARGS) --doc-dir docs/bench)
 
 # MNIST accuracy of every training recipe -> docs/bench/accuracy.md (rows already measured in build/accuracy are kept)
 .run-bench-accuracy: venv

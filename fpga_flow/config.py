@@ -76,11 +76,5 @@ class BuildConfig:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
-    def hardware_fields(self) -> dict:
-        """The fields that shape the generated project (the digest's inputs)."""
-        keep = ("weight_bits", "act_bits", "input_bits", "backend", "io_type", "part", "clock_ns",
-                "reuse_factor", "fuse", "project_name")
-        return {k: getattr(self, k) for k in keep}
-
     def replace(self, **changes) -> "BuildConfig":
         return dataclasses.replace(self, **changes)

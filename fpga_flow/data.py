@@ -199,6 +199,3 @@ def avg_pool(x, k: int):
     return (s / (k * k)).astype(np.asarray(x).dtype)
 
 
-def to_normalized(images: np.ndarray) -> np.ndarray:
-    """The seed's input for the float model: (x/255 - mean) / std."""
-    return (to_unit(images) - MEAN) / STD

@@ -1,7 +1,8 @@
 """Knowledge distillation: a float teacher (the seed model, seed normalisation) for quantized students.
 
 The teacher is ``models/<name>.py``'s ``float_model()`` trained on
-``data.to_normalized`` inputs, exactly as the seed example trains it. Wrapped in
+inputs normalised with the seed's mean and std (``data.MEAN``, ``data.STD``), exactly as the seed example
+trains it. Wrapped in
 :class:`Normalized` it takes the students' input (pixels in [0, 1]), so one batch
 (augmented or not) feeds both. The loss is Hinton et al.'s:
 

@@ -73,16 +73,6 @@ class Spec:
         return (self.n << self.exp_frac).bit_length()
 
     @property
-    def u_width(self) -> int:
-        """Bits of u = max - x, in [0, hi - lo] of the input codes."""
-        lo, hi = self.in_type.code_range()
-        return max(1, (hi - lo).bit_length())
-
-    @property
-    def lse_width(self) -> int:
-        return (self.ln2k_table[-1] + self.ln_table[-1]).bit_length()
-
-    @property
     def y_width(self) -> int:
         """Signed bits of y on the 2^-L grid before output rounding."""
         lo, hi = self.in_type.code_range()

@@ -4,7 +4,7 @@ The tiny model: 8x8x1 unsigned 4-bit input -> conv 3x3 pad 1 to 4 channels (rand
 sorted thresholds, one channel counting down) -> max pool 2 -> dense 64 -> 10, the accumulator itself out.
 It runs 50 random images back to back; a second build with one weight changed in the design, not in the
 reference, must fail that comparison (and equal the reference of the changed model), so the comparison
-is shown to see a single weight. Verilator builds are cached under ``fpga_flow.rtl.cache_dir()``.
+is shown to see a single weight. Verilator builds are cached under ``fpga_flow.backends.rtl.da4ml.cache_dir()``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_flow import rtl
+from fpga_flow.backends.rtl import da4ml as rtl  # its Verilator build cache (rtl.cache_dir)
 from fpga_flow.backends.rtl import verilator
 from fpga_flow.backends.rtl.design import Design
 from fpga_flow.backends.rtl.hw import spec

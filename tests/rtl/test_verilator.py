@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from fpga_flow import rtl
+from fpga_flow.backends.rtl import da4ml as rtl  # its Verilator build cache (rtl.cache_dir)
 from fpga_flow.backends.rtl import verilator
 from fpga_flow.backends.rtl.hw.dwc import WidthConverter
 from fpga_flow.errors import FlowError

@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ def test_bad_io_type_part_and_clock():
 def test_config_is_frozen_and_json_able():
     import json
     c = BuildConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         c.weight_bits = 2
     assert json.loads(json.dumps(c.to_json()))["weight_bits"] == 4
 

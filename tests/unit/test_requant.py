@@ -136,8 +136,10 @@ def _lowered(net, tmp_path, shape=None):
                                 dict(kind="conv", pool_first=True, negative_gammas=False, bias=True),
                                 dict(kind="mlp", signed_act=True, bn=True), dict(kind="conv", bn=False, bias=True)])
 def test_lowered_graph_equals_brevitas_on_random_inputs(kw, tmp_path):
-    """The integer reference (chain) and the thresholds agree with each other exactly, and with Brevitas'
-    float forward on every activation code of these small models; the logits to float32 rounding."""
+    """The integer reference (chain) and the thresholds agree with each other exactly (``==``). Against
+    Brevitas' *float* forward (a float32 sum in another order, DESIGN.md) the logits are compared with a stated
+    relative tolerance of 1e-4 and the argmax on more than 99% of the inputs; the exact code-by-code agreement
+    with Brevitas is the job of the fragile-threshold test below and of the golden step."""
     net = fsn.make(**kw)
     low = _lowered(net, tmp_path)
     x = torch.rand(300, *fsn.input_shape(net)).numpy()

@@ -47,7 +47,7 @@ def main(a) -> int:
         return native.bench(a)
     n = a.images
     args = ["--model", a.model, "-n", str(n or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
-            str(a.act_bits), "--backend", a.backend, "--io-type", a.io_type, "--stock-check", str(a.stock_check), "--out", str(a.out)]
+            str(a.act_bits), "--io-type", a.io_type, "--stock-check", str(a.stock_check), "--out", str(a.out)]
     runs = []
     with tempfile.TemporaryDirectory(prefix="fpga_flow_bench_cache_") as cold_cache:
         env = dict(os.environ, **{sim.CACHE_ENV: cold_cache})
@@ -114,7 +114,7 @@ def _hw_input(model: str, out) -> np.ndarray:
 def fusion(a) -> int:
     """The same model built with and without FuseConvRelu: design size and csim speed, one core each."""
     args = ["--model", a.model, "-n", str(a.images or "all"), "--weight-bits", str(a.weight_bits), "--act-bits",
-            str(a.act_bits), "--stock-check", "0"]
+            str(a.act_bits), "--stock-check", "0", "--out", str(a.out)]
     row = {"model": a.model, "date": time.strftime("%Y-%m-%d"),
            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}}
     for label, extra in (("unfused", ["--no-fuse"]), ("fused", [])):  # fused last: build/<model> stays the default
