@@ -126,3 +126,13 @@ def test_type_width_and_unknown_layers():
                        {"layer": "x", "class": "SomethingNew", "result": "fixed<8,1>", "shape": [3]}]}
     e = estimate.from_plan_info(info, 10.0, "io_parallel")
     assert e["layers"][0]["interval_cycles"] == 1 and e["multiplications"] == 0
+
+
+def test_fit_verdict_says_plainly_whether_the_design_fits():
+    e = estimate.from_plan_info(_conv_info(), clock_ns=10.0, io_type="io_stream", part="xc7z020clg400-1")
+    assert estimate.fit_verdict(e).startswith("fits xc7z020clg400-1 by the estimate")
+    big = estimate.apply_calibration(e, {"lut": 53200 * 4.38 / e["resources"]["lut"]["raw"]}, source="test")
+    v = estimate.fit_verdict(big)
+    assert v.startswith("does NOT fit xc7z020clg400-1 by the estimate") and "LUT 438%" in v and "4.4x" in v
+    assert "does NOT fit" in "\n".join(estimate.markdown({"estimate": big}))
+    assert estimate.fit_verdict(dict(e, utilisation_pct=None)) is None  # no known part: nothing claimed

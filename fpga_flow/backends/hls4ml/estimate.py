@@ -312,12 +312,31 @@ def summary_line(est: dict) -> str:
             f"{est['multiplications']:,} multiplications per image non-zero")
 
 
+def fit_verdict(est: dict | None) -> str | None:
+    """Whether the design fits its part by this estimate, said plainly (None without a known part)."""
+    util = (est or {}).get("utilisation_pct")
+    if not util:
+        return None
+    over = {k: v for k, v in util.items() if v > 100.0}
+    name = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18k": "BRAM18K"}
+    if over:
+        worst = max(over, key=over.get)
+        return (f"does NOT fit {est['part']} by the estimate: "
+                + ", ".join(f"{name.get(k, k)} {v:.0f}% ({est['resources'][k]['value']:,})" for k, v in over.items())
+                + f"; {over[worst] / 100:.1f}x the part's {name.get(worst, worst)}. Raise --reuse-factor, use "
+                "--backend rtl (folded, measured) or a larger --part")
+    top = max(util, key=util.get)
+    return f"fits {est['part']} by the estimate (largest: {name.get(top, top)} {util[top]:.0f}%)"
+
+
 def markdown(hw: dict) -> list[str]:
     """report.md lines: the estimate's summary and its per-layer table (nothing when absent)."""
     est = (hw or {}).get("estimate")
     if not est:
         return []
+    verdict = fit_verdict(est)
     lines = ["", "## Hardware cost: estimate (not measured)", "", summary_line(est) + ".", "",
+             *([f"**The design {verdict}.**", ""] if verdict else []),
              "| layer | multiplications (non-zero) / image | multipliers | acc bits | II / interval (cycles) "
              "| latency (cycles) | LUT | FF | DSP | BRAM18K (FIFO) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in est["layers"]:

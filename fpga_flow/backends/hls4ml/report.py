@@ -101,7 +101,8 @@ def summary(rep: dict) -> str:
     if acc["quantized"] is not None:
         s += f"; accuracy quantized {acc['quantized']:.2%} = csim {acc['csim']:.2%}" if acc["quantized"] == acc["csim"] \
             else f"; accuracy quantized {acc['quantized']:.2%}, csim {acc['csim']:.2%}"
-    return s + f"; project in {rep['project_dir']}"
+    verdict = estimate.fit_verdict(rep["hw"].get("estimate"))
+    return s + f"; project in {rep['project_dir']}" + (f"\n  the design {verdict}" if verdict else "")
 
 
 def markdown(rep: dict) -> str:
