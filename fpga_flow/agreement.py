@@ -25,7 +25,7 @@ import torch
 from brevitas.quant_tensor import QuantTensor
 from torch import nn
 
-from . import golden
+from . import golden, layout
 from .compare import Comparison, exact
 
 COMPARED_WITH = "integer-accumulator reference"
@@ -61,10 +61,6 @@ def brevitas_codes(module: nn.Module, x: np.ndarray, batch: int = 1000, device: 
     return [np.concatenate([chunk[k] for chunk in layers]) for k in range(len(layers[0]))], np.concatenate(outs)
 
 
-def _nchw(a: np.ndarray) -> np.ndarray:
-    return np.moveaxis(a, -1, 1) if a.ndim == 4 else a
-
-
 @dataclass
 class Reference:
     """What one device's forward is compared with: per Requant layer its lowered layer (``.node``,
@@ -82,7 +78,7 @@ def reference(lowered, trace: dict[str, np.ndarray], hw_input: np.ndarray, logit
     """The integer-accumulator reference of a lowered model, from its trace (``int_ref.run(trace=True)``)."""
     rq = [n for n in lowered.model.graph.node if n.op_type == "Requant"]
     layers = [lowered.layers[int(next(a.i for a in n.attribute if a.name == "layer_index"))] for n in rq]
-    return Reference(layers, [_nchw(trace[n.output[0]]) for n in rq], [_nchw(trace[n.input[0]]) for n in rq],
+    return Reference(layers, [layout.channels_first(trace[n.output[0]]) for n in rq], [layout.channels_first(trace[n.input[0]]) for n in rq],
                      hw_input, logits)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
-from . import agreement, compare, golden, int_ref, passes
+from . import agreement, compare, golden, int_ref, layout, passes
 from .errors import FlowError, VerificationError
 from .export import export_qonnx
 from .runner import State
@@ -166,8 +166,7 @@ def _golden_done(state: State, checks: list) -> State:
     return state
 
 
-def channels_last(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
+channels_last = layout.channels_last  # the steps' name for it (hls4ml steps use front.channels_last)
 
 
 

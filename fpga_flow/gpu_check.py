@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import agreement, api, data, int_ref, passes, train, zoo
+from . import agreement, api, data, int_ref, layout, passes, train, zoo
 from .config import BuildConfig
 
 # CUDA numeric settings measured against the integer reference (overrides of golden.REFERENCE_NUMERICS)
@@ -135,7 +135,7 @@ def numerics_sweep(model: str, w: int, a: int, n: int | None, device: str, data_
     x = np.asarray(data.as_input(data.to_unit(split.images[:k]), shape), dtype=np.float32)
     low = passes.lower(ModelWrapper(str(graphs / "20_channels_last.onnx")))
     hw_in = low.quantize_input(x)
-    trace = int_ref.run(low, np.ascontiguousarray(np.moveaxis(hw_in, 1, -1)) if hw_in.ndim == 4 else hw_in,
+    trace = int_ref.run(low, layout.channels_last(hw_in),
                         trace=True)
     out = trace[low.model.graph.output[0].name]
     logits = out * low.layers[-1].final_scale if low.layers[-1].chain is None else out

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ... import layout
 from ...toolchain import cpu_name
 from . import csim as sim
 from . import native
@@ -60,7 +61,7 @@ def main(a) -> int:
     # hls4ml's unmodified csim on the same inputs, for the speed comparison
     project = Path(a.out) / a.model / "hls"
     hw_in = np.load(Path(a.out) / a.model / "golden.npz")["hw_input"]
-    hw_in = np.ascontiguousarray(np.moveaxis(hw_in, 1, -1)) if hw_in.ndim == 4 else hw_in
+    hw_in = layout.channels_last(hw_in)
     k = min(len(hw_in), 1000)
     bins = sim.build(project, rep["digest"], sim.cache_dir(), ("exact", "stock"))
     _, t_stock = sim.run(bins["stock"], project, hw_in[:k], a.workers, progress=False)
@@ -108,7 +109,7 @@ def markdown(r: dict) -> str:
 
 def _hw_input(model: str, out) -> np.ndarray:
     x = np.load(Path(out) / model / "golden.npz")["hw_input"]
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
+    return layout.channels_last(x)
 
 
 def fusion(a) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import api, data, golden
+from ... import api, data, golden, layout
 from ...config import BuildConfig
 from ...export import export_qonnx
 from ...passes.prepare_for_hls4ml import prepare_for_hls4ml
@@ -141,7 +141,7 @@ def run(model: str, weight_bits: int = 4, act_bits: int = 4, n: int = 1000, inpu
         step = "predict"
         t0 = time.perf_counter()
         say(f"predict on {len(x)} images")
-        x_hw = np.ascontiguousarray(np.moveaxis(x, 1, -1) if x.ndim == 4 else x, dtype=np.float32)
+        x_hw = np.ascontiguousarray(layout.channels_last(x), dtype=np.float32)
         if list(x_hw.shape[1:]) != in_shape[1:]:
             raise ValueError(f"the prepared graph takes {in_shape[1:]}, the images are {list(x_hw.shape[1:])}")
         y = np.asarray(hm.predict(x_hw), np.float64).reshape(len(x), -1)
