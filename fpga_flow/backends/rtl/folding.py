@@ -5,7 +5,8 @@ The pipeline's rate is set by its slowest MVU (``cost.cycles_per_image``), so bo
 number, the cycle budget ``T`` per image:
 
 * **target**: ``T = floor(clock / N)``; every layer independently takes the cheapest legal (PE, SIMD) whose
-  ``NF * SF * output pixels <= T`` (cheapest: fewest multipliers PE*SIMD, then the cost model's LUTs); a
+  ``NF * SF * output pixels <= T`` (``T`` raised to the slowest layer's fastest rate first: no layer need
+  be faster than the pipeline) (cheapest: fewest multipliers PE*SIMD, then the cost model's LUTs); a
   layer that cannot reach ``T`` even fully parallel takes its fastest folding and the result says so;
 * **fit**: every ``T`` any layer can hit is a candidate; for each, fold all layers as for a target and add up
   the cost model's LUT / DSP / BRAM18 (``cost.mvu_cost``; the MVUs only: windows, pools and FIFOs are left
@@ -72,6 +73,10 @@ def fold(layers: list, budget: int, overrides: dict[int, tuple[int, int]] | None
     """Each Mac folded to its cheapest (PE, SIMD) within ``budget`` cycles per image; ``overrides`` (layer index
     -> (PE, SIMD)) win."""
     overrides = overrides or {}
+    # no layer need be faster than the slowest one can be: the pipeline runs at its slowest layer's rate
+    fastest = [layer_cycles(ly, *_cheapest(ly, 0)) for i, ly in enumerate(layers)
+               if isinstance(ly, spec.Mac) and i not in overrides]
+    budget = max([budget, *fastest])
     out = []
     for i, layer in enumerate(layers):
         if isinstance(layer, spec.Mac):
