@@ -4,7 +4,7 @@ The tiny model: 8x8x1 unsigned 4-bit input -> conv 3x3 pad 1 to 4 channels (rand
 sorted thresholds, one channel counting down) -> max pool 2 -> dense 64 -> 10, the accumulator itself out.
 It runs 50 random images back to back; a second build with one weight changed in the design, not in the
 reference, must fail that comparison (and equal the reference of the changed model), so the comparison
-is shown to see a single weight. Verilator builds are cached under ``fpga_flow.backends.rtl.da4ml.cache_dir()``.
+is shown to see a single weight. Verilator builds are cached in the user cache folder (``resources.cache_dir("verilator")``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_flow.backends.rtl import da4ml as rtl  # its Verilator build cache (rtl.cache_dir)
+from fpga_flow.resources import cache_dir
 from fpga_flow.backends.rtl import verilator
 from fpga_flow.backends.rtl.design import Design
 from fpga_flow.backends.rtl.hw import spec
@@ -41,7 +41,7 @@ def tiny_model(rng: np.random.Generator, x: np.ndarray) -> list:
 
 
 def run(layers: list, x: np.ndarray) -> tuple[np.ndarray, dict]:
-    return verilator.simulate_design(Design(layers, input_lanes=1), x, rtl.cache_dir(), timeout_s=60)
+    return verilator.simulate_design(Design(layers, input_lanes=1), x, cache_dir("verilator"), timeout_s=60)
 
 
 @pytest.fixture(scope="module")

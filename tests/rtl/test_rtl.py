@@ -100,7 +100,8 @@ def test_a_conv_model_is_refused_naming_the_node(tmp_path):
 @pytest.fixture(scope="module")
 def mlp_tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("rtl")
-    return api.build_zoo(BuildConfig(model="mlp_tiny", n_images=100, backend="rtl"), out_dir=out, progress=False), out
+    return api.build_zoo(BuildConfig(model="mlp_tiny", n_images=100, backend="rtl", extra={"rtl_mode": "da4ml"}),
+                         out_dir=out, progress=False), out
 
 
 def test_mlp_tiny_verilog_is_bit_exact_on_mnist(mlp_tiny_report):

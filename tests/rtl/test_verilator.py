@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from fpga_flow.backends.rtl import da4ml as rtl  # its Verilator build cache (rtl.cache_dir)
+from fpga_flow.resources import cache_dir
 from fpga_flow.backends.rtl import verilator
 from fpga_flow.backends.rtl.hw.dwc import WidthConverter
 from fpga_flow.errors import FlowError
@@ -25,7 +25,7 @@ def wide_top() -> str:
 
 
 def _sim(v: str, x: np.ndarray, n_out: int):
-    return verilator.simulate(v, TOP, 12, 4, 20, 4, (True, True), x, n_out, rtl.cache_dir(), timeout_s=60)
+    return verilator.simulate(v, TOP, 12, 4, 20, 4, (True, True), x, n_out, cache_dir("verilator"), timeout_s=60)
 
 
 def test_wide_signed_payloads_pass_unchanged_and_the_build_is_reused(wide_top):

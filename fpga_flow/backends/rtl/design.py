@@ -66,8 +66,10 @@ class Plan:
     out_signed: bool
 
 
-def plan(layers: list, input_lanes: int, fifo_depth: int = 2) -> Plan:
-    """Chain ``layers``; raises ValueError naming the first layer whose input does not match what it gets."""
+def plan(layers: list, input_lanes: int, fifo_depth: int = 2, depths: dict[int, int] | None = None) -> Plan:
+    """Chain ``layers``; raises ValueError naming the first layer whose input does not match what it gets.
+    ``depths``: layer index -> the depth of the FIFO behind that layer (else ``fifo_depth``)."""
+    depths = depths or {}
     if not layers:
         raise ValueError("Design: no layers")
     in_shape, in_bits, in_signed = _io(layers[0])
@@ -95,7 +97,7 @@ def plan(layers: list, input_lanes: int, fifo_depth: int = 2) -> Plan:
             lanes = layer.pe
         shape, bits, sgn = _out(layer)
         shape = tuple(shape)
-        blocks.append((f"l{n}_fifo", partial(StreamFIFO, lanes, bits, fifo_depth)))
+        blocks.append((f"l{n}_fifo", partial(StreamFIFO, lanes, bits, depths.get(n, fifo_depth))))
     return Plan(blocks, tuple(in_shape), input_lanes, in_bits, in_signed, shape, lanes, bits, sgn)
 
 
@@ -103,8 +105,8 @@ class Design(wiring.Component):
     """Streaming dataflow top for ``layers`` (see :func:`plan`); ``stages`` lists its blocks in stream order
     (name, component); ``in_*``/``out_*`` describe its two streams."""
 
-    def __init__(self, layers: list, input_lanes: int, fifo_depth: int = 2):
-        p = plan(layers, input_lanes, fifo_depth)
+    def __init__(self, layers: list, input_lanes: int, fifo_depth: int = 2, depths: dict[int, int] | None = None):
+        p = plan(layers, input_lanes, fifo_depth, depths)
         self.layers = list(layers)
         self.in_shape, self.in_lanes, self.in_bits, self.in_signed = p.in_shape, p.in_lanes, p.in_bits, p.in_signed
         self.out_shape, self.out_lanes, self.out_bits = p.out_shape, p.out_lanes, p.out_bits

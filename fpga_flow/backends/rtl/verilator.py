@@ -28,6 +28,10 @@ from .design import TOP, to_verilog
 TEMPLATE = "rtl/tb_stream.cpp.j2"
 IDLE_LIMIT = 100_000  # cycles without any beat moving before the testbench declares a stall
 DRAIN_CYCLES = 200  # cycles the output is still watched after the last expected beat (an extra beat fails)
+# simulation speed: Verilator's own optimisations and -O2 for the model's C++ (Verilator's default is -Os);
+# part of the build digest
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+MAKE_FLAGS = ["OPT_FAST=-O2"]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # the top's stream ports (Amaranth names them <stream>__<member>) as the C++ members Verilator makes of them:
 # Verilator escapes a double underscore as "___05F"
@@ -69,7 +73,8 @@ def _runtime_key(env: dict) -> str:
 def build(verilog: str, top: str, tb_source: str, cache: Path, jobs: int = 1) -> tuple[Path, dict]:
     """The testbench binary for this Verilog and testbench, built once per digest under ``cache``; the
     Verilator runtime objects are compiled once per Verilator release and compiler and reused."""
-    digest = hashlib.sha256(verilog.encode() + b"\0" + tb_source.encode()).hexdigest()
+    digest = hashlib.sha256(verilog.encode() + b"\0" + tb_source.encode() + b"\0"
+                            + " ".join(VERILATOR_FLAGS + MAKE_FLAGS).encode()).hexdigest()
     cache = Path(cache)
     final = cache / f"stream-{digest[:16]}"
     binary = final / "obj" / "Vtb"
@@ -83,13 +88,13 @@ def build(verilog: str, top: str, tb_source: str, cache: Path, jobs: int = 1) ->
         env = verilator_env()
         (tmp / f"{top}.v").write_text(verilog)
         (tmp / "tb.cpp").write_text(tb_source)
-        _run(["verilator", "--cc", "--exe", "--top-module", top, "-Wno-fatal", "-Wno-lint", "-Wno-style",
+        _run(["verilator", "--cc", "--exe", *VERILATOR_FLAGS, "--top-module", top, "-Wno-fatal", "-Wno-lint", "-Wno-style",
               "--Mdir", "obj", "-o", "Vtb", f"{top}.v", "tb.cpp"], tmp, env, f"Verilating {top}")
         runtime = cache / f"runtime-{_runtime_key(env)}"
         objs = sorted(runtime.glob("verilated*.o"))
         for o in objs:  # newer than their sources, so make keeps them
             shutil.copy(o, tmp / "obj" / o.name)
-        _run(["make", "-j", str(jobs), "-f", f"V{top}.mk", "Vtb"], tmp / "obj", env, f"Building {top}'s testbench")
+        _run(["make", "-j", str(jobs), "-f", f"V{top}.mk", *MAKE_FLAGS, "Vtb"], tmp / "obj", env, f"Building {top}'s testbench")
         if not objs:
             staged = Path(tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=cache))
             for o in (tmp / "obj").glob("verilated*.o"):

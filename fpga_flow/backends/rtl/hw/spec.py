@@ -55,6 +55,9 @@ class Mac:
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
+        """(OH, OW, OC); a dense layer's output is one pixel whatever its input's shape."""
+        if self.kind == "dense":
+            return (1, 1, self.out_channels)
         H, W, _ = self.in_shape
         oh = (H + 2 * self.pad - self.k) // self.stride + 1
         ow = (W + 2 * self.pad - self.k) // self.stride + 1

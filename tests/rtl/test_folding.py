@@ -1,0 +1,78 @@
+"""The folding search on a synthetic layer list: a target rate is met with the smallest folding per layer; the
+fit is the fastest folding the cost model puts inside the part; overrides win; illegal foldings are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fpga_flow.backends.rtl import cost, folding
+from fpga_flow.backends.rtl.hw import spec
+from fpga_flow.backends.rtl.hw.mvu import acc_bits
+from fpga_flow.errors import FlowError
+
+pytestmark = pytest.mark.rtl
+
+CLOCK_MHZ = 100.0
+
+
+def layers() -> list:
+    rng = np.random.default_rng(0)
+
+    def rq(c):
+        return spec.Requant(np.sort(rng.integers(-200, 200, size=(c, 15)), axis=1), np.zeros(c, np.int64),
+                            np.ones(c, np.int64))
+    conv = spec.Mac("conv", (8, 8, 4), rng.integers(-7, 8, size=(8, 3, 3, 4)), 4, False, requant=rq(8), out_bits=4,
+                    k=3, pad=1)
+    pool = spec.MaxPool((8, 8, 8), 2, 4, False)
+    d1 = spec.Mac("dense", (4, 4, 8), rng.integers(-7, 8, size=(16, 128)), 4, False, requant=rq(16), out_bits=4)
+    d2 = spec.Mac("dense", (1, 1, 16), rng.integers(-7, 8, size=(10, 16)), 4, False)
+    d2 = spec.Mac(**{**d2.__dict__, "out_bits": acc_bits(d2), "out_signed": True})
+    return [conv, pool, d1, d2]
+
+
+def _floor(ls) -> int:
+    """The slowest layer's fastest rate: no folding of the pipeline beats it."""
+    return max(min(folding.layer_cycles(ly, p, s) for p, s in folding.options(ly)) for ly in ls
+               if isinstance(ly, spec.Mac))
+
+
+@pytest.mark.parametrize("fps", [2_000, 20_000, 100_000, 10_000_000])
+def test_target_fps_is_met_with_the_smallest_folding(fps):
+    ls = layers()
+    out = folding.for_target(ls, fps, CLOCK_MHZ)
+    budget = max(int(CLOCK_MHZ * 1e6 // fps), _floor(ls))
+    assert cost.cycles_per_image(out) <= budget
+    if budget == int(CLOCK_MHZ * 1e6 // fps):
+        assert CLOCK_MHZ * 1e6 / cost.cycles_per_image(out) >= fps
+    for ly in out:
+        if isinstance(ly, spec.Mac):
+            smaller = [(p, s) for p, s in folding.options(ly) if p * s < ly.pe * ly.simd]
+            assert all(folding.layer_cycles(ly, p, s) > budget for p, s in smaller), (ly.kind, ly.pe, ly.simd)
+
+
+def test_fit_is_the_fastest_folding_inside_the_part():
+    ls = layers()
+    part = {"lut": 4000, "ff": 100_000, "dsp": 20, "bram18k": 20}
+    out = folding.for_part(ls, part)
+    assert folding.fits(folding.model_cost(out), part)
+    t = cost.cycles_per_image(out)
+    budgets = sorted({folding.layer_cycles(ly, p, s) for ly in ls if isinstance(ly, spec.Mac)
+                      for p, s in folding.options(ly)})
+    faster = [b for b in budgets if b < t]
+    if faster:  # the next faster rate does not fit
+        assert not folding.fits(folding.model_cost(folding.fold(ls, faster[-1])), part)
+    # a larger part gives a design at least as fast
+    big = folding.for_part(ls, {"lut": 53200, "ff": 106400, "dsp": 220, "bram18k": 280})
+    assert cost.cycles_per_image(big) <= t
+
+
+def test_overrides_win_and_illegal_foldings_are_refused():
+    ls = layers()
+    out = folding.fold(ls, 10**9, {0: (2, 4)})
+    assert (out[0].pe, out[0].simd) == (2, 4)
+    with pytest.raises(FlowError, match="not legal"):
+        folding.fold(ls, 10**9, {0: (3, 1)})
+    out, how = folding.choose(ls, {"target_fps": 50_000, "folding": {"fc": [4, 8]}, "_names": ["c", "p", "fc", "o"]},
+                              {}, CLOCK_MHZ)
+    assert (out[2].pe, out[2].simd) == (4, 8) and how["overrides"] == {"fc": [4, 8]}

@@ -1,0 +1,121 @@
+"""The streaming RTL backend end to end through ``fpga_flow.build(backend="rtl")``: Brevitas model -> lowered
+integer graph -> spec layers -> Verilog -> Verilator on images back to back -> ``==`` the golden.
+
+Two tiny models cover what the zoo uses: power-of-two quantizers (golden: QONNX) with a padded conv, max
+pool, a padded depthwise conv with stride 2 and a dense layer reading the flattened channels-last stream
+(its weight rows must be permuted to the stream's order); and float scales with BatchNorm (golden: the
+integer-accumulator reference) with a conv, pool, flatten and a dense layer with a float bias. A deliberate
+wrong weight must fail verification (VerificationError, exit 3) and name the layer it diverges at.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fpga_flow
+from fpga_flow.config import BuildConfig
+from fpga_flow.errors import VerificationError
+from tests.conftest import needs_gxx
+
+pytestmark = [pytest.mark.rtl, needs_gxx]
+
+N = 64
+FAST = {"synth": False, "pnr": False}  # yosys and nextpnr are tested in test_measure.py; here: correctness
+
+
+def _calibrated(net: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    torch.manual_seed(0)
+    net.train()
+    with torch.no_grad():
+        for _ in range(4):
+            net(torch.rand(64, *shape))
+    return net.eval()
+
+
+def po2_model() -> nn.Module:
+    from brevitas import nn as qnn
+    from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
+
+    torch.manual_seed(1)
+    wq = dict(weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=4, bias_quant=Int32Bias)
+
+    def relu():
+        return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=4, return_quant_tensor=True)
+
+    net = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, bit_width=8, return_quant_tensor=True),
+        qnn.QuantConv2d(1, 4, 3, padding=1, **wq), relu(), nn.MaxPool2d(2),
+        qnn.QuantConv2d(4, 4, 3, padding=1, stride=2, groups=4, **wq), relu(),
+        nn.Flatten(), qnn.QuantLinear(16, 10, **wq))
+    return _calibrated(net, (1, 8, 8))
+
+
+def float_bn_model() -> nn.Module:
+    from brevitas import nn as qnn
+    from brevitas.quant import Uint8ActPerTensorFloat
+
+    torch.manual_seed(2)
+    bn = nn.BatchNorm2d(4)
+    net = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=8, return_quant_tensor=True),
+        qnn.QuantConv2d(1, 4, 3, bias=False, weight_bit_width=4), bn,
+        qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=True), nn.MaxPool2d(2),
+        nn.Flatten(), qnn.QuantLinear(36, 10, bias=True, weight_bit_width=4))
+    net = _calibrated(net, (1, 8, 8))
+    with torch.no_grad():  # BatchNorm statistics that matter (not the identity)
+        bn.weight.copy_(torch.tensor([1.5, 0.7, 1.0, 2.0]))
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.05, 0.0]))
+    return net
+
+
+def images(n: int = N) -> np.ndarray:
+    return np.random.default_rng(3).random((n, 1, 8, 8), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def po2_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream")
+    cfg = BuildConfig(model="po2", n_images=N, backend="rtl", extra={"target_fps": 1_000_000, **FAST})
+    return fpga_flow.build(po2_model(), (1, 8, 8), name="po2", out_dir=out, config=cfg, images=images(),
+                           progress=False), out
+
+
+def test_power_of_two_conv_pool_depthwise_dense_is_bit_exact(po2_build):
+    rep, out = po2_build
+    h = rep["hw"]["rtl"]
+    assert h["mode"] == "stream"
+    assert rep["n_images"] == N and rep["exact_matches"] == N and rep["mismatches"] == 0
+    assert [ly["kind"] for ly in h["layers"]] == ["conv", "maxpool", "depthwise", "dense"]
+    assert h["layers"][2]["stride"] == 2 and h["layers"][2]["pad"] == 1
+    # cycles come from the simulation; the slowest layer bounds them from below
+    assert h["cycles"]["cycles_per_image"] >= max(ly.get("cycles_per_image", 0) for ly in h["layers"])
+    assert h["fault_injected"] is None
+    assert (out / "po2_rtl" / "verilog" / "fpga_flow_stream.v").is_file()
+    assert json.loads((out / "po2_rtl" / "report.json").read_text())["exact_matches"] == N
+
+
+def test_float_scaled_batchnorm_model_is_bit_exact_against_the_integer_reference(tmp_path):
+    cfg = BuildConfig(model="fbn", n_images=N, backend="rtl", extra={"target_fps": 1_000_000, **FAST})
+    rep = fpga_flow.build(float_bn_model(), (1, 8, 8), name="fbn", out_dir=tmp_path, config=cfg, images=images(),
+                          progress=False)
+    assert rep["n_images"] == N and rep["exact_matches"] == N and rep["mismatches"] == 0
+    assert any(c["name"].startswith("Verilator RTL vs golden (int_ref)") for c in rep["comparisons"])
+    assert [ly["kind"] for ly in rep["hw"]["rtl"]["layers"]] == ["conv", "maxpool", "dense"]
+
+
+def test_a_wrong_weight_fails_verification_and_names_the_layer(po2_build, tmp_path):
+    cfg = BuildConfig(model="po2", n_images=N, backend="rtl",
+                      extra={"target_fps": 1_000_000, "fault": "weight", **FAST})
+    with pytest.raises(VerificationError, match="NOT bit-exact") as e:
+        fpga_flow.build(po2_model(), (1, 8, 8), name="po2", out_dir=tmp_path, config=cfg, images=images(),
+                        progress=False)
+    assert e.value.exit_code == 3
+    failed = json.loads((tmp_path / "po2_rtl.failed" / "report.json").read_text())
+    assert failed["mismatches"] > 0
+    assert failed["hw"]["rtl"]["fault_injected"]["kind"] == "weight"
+    assert failed["first_divergence"]["layer"] == failed["hw"]["rtl"]["fault_injected"]["layer"]
