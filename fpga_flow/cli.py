@@ -58,7 +58,8 @@ def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True) -
                        help=f"hardware backend (default {d.backend}); finn needs `make venv-finn`; "
                             "builds land in <out>/<model>[_finn|_rtl]/")
         p.add_argument("--target-fps", type=int, default=None, metavar="FPS",
-                       help="finn backend: throughput target for FINN's folding, frames/s (default 10000)")
+                       help="finn and rtl backends: throughput target for the folding, images/s (finn default 10000; "
+                            "rtl default: the fastest folding that fits --part)")
     p.add_argument("--io-type", default=d.io_type, choices=("io_stream", "io_parallel"),
                    help=f"hls4ml I/O style (default {d.io_type}, for conv models)")
     p.add_argument("--part", default=d.part, help=f"FPGA part (default: PYNQ-Z2 {d.part}; known parts: "
@@ -91,8 +92,8 @@ def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True) -
 def _config(a: argparse.Namespace, **extra) -> BuildConfig:
     backend = getattr(a, "backend", DEFAULTS.backend)
     if getattr(a, "target_fps", None):
-        if backend != "finn":
-            raise FlowError("--target-fps sets FINN's folding: it applies to --backend finn only")
+        if backend not in ("finn", "rtl"):
+            raise FlowError("--target-fps sets the folding of the finn and rtl backends: use --backend finn or rtl")
         extra["target_fps"] = a.target_fps
     if a.cache_dir:
         os.environ[resources.CACHE_ENV] = str(Path(a.cache_dir).resolve())
@@ -177,8 +178,21 @@ def cmd_synth(a: argparse.Namespace) -> int:
 def cmd_rtl(a: argparse.Namespace) -> int:
     """`rtl` = `hls --backend rtl` with that backend's options."""
     a.backend = "rtl"
-    cfg = _config(a, synth=a.synth, fault="default" if a.inject_fault else None, jobs=a.jobs,
-                  synth_timeout_s=a.synth_timeout, mapper="abc9" if a.yosys_abc9 else "abc")
+    folding = {}
+    for item in a.folding or []:
+        layer, _, ps = item.partition("=")
+        try:
+            pe, simd = (int(v) for v in ps.split(","))
+        except ValueError:
+            raise FlowError(f"--folding {item!r}: expected LAYER=PE,SIMD (e.g. Conv_0=4,8)") from None
+        folding[layer] = [pe, simd]
+    opts = dict(rtl_mode=a.mode, synth=a.synth, fault="default" if a.inject_fault else None,
+                synth_timeout_s=a.synth_timeout)
+    if a.mode == "da4ml":
+        opts.update(jobs=a.jobs, mapper="abc9" if a.yosys_abc9 else "abc")
+    else:
+        opts.update(pnr=a.pnr, **({"folding": folding} if folding else {}))
+    cfg = _config(a, **opts)
     return _build(cfg, a)
 
 
@@ -291,17 +305,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--build-dir", help="folder holding <model>/ (default: build/ in the repository)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_synth)
-    r = sub.add_parser("rtl", help="open RTL path (dense models): Verilog (da4ml), Verilator == golden, yosys counts",
-                       description="Verilog of a dense model's layers from its quantized weights (da4ml), simulated "
-                       "with Verilator on N images and compared with == against the golden reference, then yosys "
-                       "synth_xilinx for LUT/FF/CARRY/DSP/BRAM and logic depth. Output: build/<model>_rtl/ "
+    r = sub.add_parser("rtl", help="the rtl backend with its own flags (= hls --backend rtl): our Verilog, "
+                       "Verilator == golden, yosys counts, nextpnr Fmax",
+                       description="Our own Verilog, simulated with Verilator on N images and compared with == "
+                       "against the golden, counted by yosys synth_xilinx for --part and placed and routed by "
+                       "nextpnr-ecp5 on an ECP5-85F. --mode stream (default): the folded streaming dataflow for "
+                       "conv and dense models, folding from --target-fps or the fastest that fits --part; "
+                       "--mode da4ml: dense models fully unrolled (da4ml). Output: <out>/<model>_rtl/ "
                        "(report.json hw.rtl, report.md, verilog/).")
     _build_args(r, steps=True, backend=False)
+    r.add_argument("--mode", default="stream", choices=("stream", "da4ml"), help="stream (default) or da4ml")
+    r.add_argument("--target-fps", type=int, metavar="FPS",
+                   help="stream: the smallest folding reaching FPS images/s at --clock-ns (default: the fastest "
+                        "folding whose cost fits --part)")
+    r.add_argument("--folding", action="append", metavar="LAYER=PE,SIMD",
+                   help="stream: set one layer's folding by hand (repeatable)")
+    r.add_argument("--no-pnr", dest="pnr", action="store_false", help="stream: skip nextpnr place and route")
     r.add_argument("--no-synth", dest="synth", action="store_false", help="skip yosys (simulate and compare only)")
     r.add_argument("--synth-timeout", type=float, help="give up yosys after this many seconds")
-    r.add_argument("--jobs", type=int, help="Verilator build jobs (default: one per core)")
+    r.add_argument("--jobs", type=int, help="da4ml: Verilator build jobs (default: one per core)")
     r.add_argument("--yosys-abc9", action="store_true",
-                   help="LUT mapping by abc9 (synth_xilinx unchanged; much slower) instead of classic abc")
+                   help="da4ml: LUT mapping by abc9 (synth_xilinx unchanged; much slower) instead of classic abc")
     r.add_argument("--inject-fault", action="store_true",
                    help="testing: put one wrong weight into the Verilog; verification must fail (exit 3)")
     r.set_defaults(func=cmd_rtl)
