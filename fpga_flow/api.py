@@ -50,7 +50,7 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
     check_identifier(name, "build name")
     cfg = config or BuildConfig(model=name)
     backend = backends.get(cfg.backend)
-    out = Path(out_dir) / (name + backend.suffix)
+    out = Path(out_dir).resolve() / (name + backend.suffix)  # absolute: tools run in other folders
     if reverify:
         if backend.reverify is None:
             raise FlowError(f"`csim` (re-verify an existing build) does not apply to the {backend.name} backend: "

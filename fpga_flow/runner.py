@@ -210,14 +210,20 @@ def run(state: State, steps: list[Step], all_steps: list[Step], restore: Callabl
 
 @contextlib.contextmanager
 def _lock_for(state: State):
+    """The build's lock; an error creating its folder or lock file is a FlowError naming the folder (errors
+    of the steps inside pass through unchanged)."""
     out = state.out_dir
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         check_target(out)
-        with build_lock(out, state.log) as lock:
-            yield lock
+        lock = build_lock(out, state.log)
+        lock.__enter__()
     except OSError as e:
         raise FlowError(f"cannot write the build directory {out}: {e.strerror or e}") from e
+    try:
+        yield lock
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _run(state: State, steps: list[Step], all_steps: list[Step], restore) -> State:
