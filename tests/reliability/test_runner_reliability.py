@@ -118,3 +118,14 @@ def test_report_json_is_valid_json_with_non_finite_values():
     import json
     text = report.dump({"a": float("inf"), "b": [float("nan"), 1.0], "c": np.float64("inf")})
     assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": None}
+
+
+@pytest.mark.csim
+@needs_gxx
+def test_a_relative_out_dir_builds(tmp_path, monkeypatch):
+    """The default --out is the relative `build`: the csim runs its binary from another folder, so every path
+    the steps hand on must be absolute (this failed with 'cannot write the build directory' once)."""
+    monkeypatch.chdir(tmp_path)
+    rep = _build("build")
+    assert rep["exact_matches"] == 8 and (tmp_path / "build" / "m" / "report.json").is_file()
+    assert rep["project_dir"] == "build/m/hls"  # shown relative to where the command ran, no machine path
