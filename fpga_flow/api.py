@@ -1,4 +1,8 @@
-"""The Python API; the CLI and the Makefile are thin layers over these two functions."""
+"""The Python API; the CLI and the Makefile are thin layers over these functions.
+
+``build`` takes a module (or, with ``config.onnx``, no module: a QONNX file); ``build_config`` builds what a
+``BuildConfig`` names: a zoo model, a user's model file or module (``source``), or a QONNX file (``onnx``).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import backends, data, runner, zoo
+from . import backends, data, front, runner, sources, zoo
 from .config import BuildConfig, check_identifier
 from .errors import FlowError
 from .resources import DEFAULT_OUT, shown
-from .train import load_checkpoint
+from .train import load_checkpoint, load_state, read_checkpoint
+
+NO_MODULE_BACKENDS = ("hls4ml", "rtl")  # backends whose steps never touch state.module (finn runs torch)
 
 
 def _inputs(input_shape: tuple[int, ...], n: int, data_path: str | None, images: np.ndarray | None,
@@ -36,7 +42,7 @@ def _inputs(input_shape: tuple[int, ...], n: int, data_path: str | None, images:
     return rng.random((n or 1000, *input_shape), dtype=np.float32), None
 
 
-def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", out_dir: str | os.PathLike = "build",
+def build(module: nn.Module | None, input_shape: tuple[int, ...], name: str = "model", out_dir: str | os.PathLike = "build",
           config: BuildConfig | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
           checkpoint: dict | None = None, start_step: str | None = None, stop_step: str | None = None,
           progress: bool = True, reverify: bool = False) -> dict:
@@ -46,10 +52,18 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
     Raises ``FlowError`` for anything the user can fix (unsupported layer, bad
     config, missing tool) and ``VerificationError`` if the hardware is not
     bit-exact; in both cases the previous build is kept.
+
+    ``module=None`` with ``config.onnx`` set builds that QONNX file: its export step copies the file in and the
+    golden is QONNX execution (no torch reference; the report says so).
     """
     check_identifier(name, "build name")
     cfg = config or BuildConfig(model=name)
+    if module is None and not cfg.onnx:
+        raise FlowError("build() needs a module, or config.onnx naming a QONNX file")
     backend = backends.get(cfg.backend)
+    if module is None and backend.name not in NO_MODULE_BACKENDS:
+        raise FlowError(f"--onnx (no torch module) is supported by the {', '.join(NO_MODULE_BACKENDS)} "
+                        f"backend(s), not {backend.name}: its golden step runs a torch module")
     out = Path(out_dir) / (name + backend.suffix)
     if reverify:
         if backend.reverify is None:
@@ -65,17 +79,76 @@ def build(module: nn.Module, input_shape: tuple[int, ...], name: str = "model", 
                             "memory that is not saved between them): run it from the start")
     backend.require()  # before any work: a missing tool is exit 2 with the install command
     x, y = _inputs(tuple(input_shape), cfg.n_images, cfg.data_path, images, labels)
-    state = runner.State(cfg=cfg, name=name + backend.suffix, module=module.eval(), input_shape=tuple(input_shape),
+    if module is None:  # the first step reads the user's file instead of exporting a module
+        steps = [sources.step_export if s is front.step_export else s for s in steps]
+    if steps[-1] is backend.steps[-1]:  # a complete run records its effective config beside report.json
+        steps.append(step_save_config)
+    state = runner.State(cfg=cfg, name=name + backend.suffix, module=None if module is None else module.eval(),
+                         input_shape=tuple(input_shape),
                          out_dir=out, x=x, labels=y, checkpoint=checkpoint, progress=progress,
-                         backend=backend.new_state(cfg))
+                         backend=backend.new_state(cfg), source=_source(cfg, module))
+    if module is None:
+        state.log(sources.NO_MODULE_NOTE)
     # a re-verification starts mid-flow on the existing build: it resumes from it like --start-step
-    all_steps = list(backend.steps) if not reverify else [None, *steps]
+    if reverify:
+        all_steps = [None, *steps]
+    else:
+        all_steps = [sources.step_export if s is front.step_export and module is None else s
+                     for s in backend.steps] + [step_save_config]
     state = runner.run(state, steps, all_steps, restore=None if reverify else backend.restore)
     return state.report or {}
 
 
+CONFIG_FILE = "config.toml"  # the effective BuildConfig beside report.json: `--config <build>/config.toml`
+
+
+def step_save_config(state: runner.State) -> runner.State:
+    """Write the effective configuration, so ``--config <out>/<model>/config.toml`` rebuilds this build."""
+    state.path(CONFIG_FILE).write_text(state.cfg.to_toml())
+    return state
+
+
+def _source(cfg: BuildConfig, module: nn.Module | None) -> dict:
+    """What report.json records of where the model came from."""
+    if module is None:
+        return {"kind": "onnx", "path": cfg.onnx, "golden": sources.NO_MODULE_NOTE}
+    if cfg.source:
+        return {"kind": "user", "spec": cfg.source}
+    return {"kind": "zoo" if cfg.model in zoo.names() else "api", "model": cfg.model}
+
+
+def build_config(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_step: str | None = None,
+                 stop_step: str | None = None, progress: bool = True, reverify: bool = False) -> dict:
+    """Build what ``cfg`` names: ``cfg.onnx`` (a QONNX file), ``cfg.source`` (a user's model file or module,
+    with ``cfg.checkpoint`` as its weights if given), else the zoo model ``cfg.model``."""
+    kw = dict(out_dir=out_dir or DEFAULT_OUT, start_step=start_step, stop_step=stop_step, progress=progress,
+              reverify=reverify)
+    if cfg.onnx:
+        model, _ = sources.read_onnx(cfg.onnx)
+        shape = sources.onnx_input_shape(model)
+        if cfg.input_shape and tuple(cfg.input_shape) != shape:
+            raise FlowError(f"--input-shape {cfg.input_shape} differs from the ONNX graph's input {shape}")
+        return build(None, shape, name=cfg.model, config=cfg, **kw)
+    if cfg.source:
+        module, shape, checkpoint = user_module(cfg)
+        return build(module, shape, name=cfg.model, config=cfg, checkpoint=checkpoint, **kw)
+    return build_zoo(cfg, **kw)
+
+
+def user_module(cfg: BuildConfig) -> tuple[nn.Module, tuple[int, ...], dict | None]:
+    """(module, input shape, {"path", "card"} or None) of a user's ``--model file.py:ATTR`` / ``pkg.mod:ATTR``,
+    its weights from ``cfg.checkpoint`` when given (a plain state_dict or our format)."""
+    um = sources.load_user_model(sources.parse_model(cfg.source), cfg.input_shape)
+    if not cfg.checkpoint:
+        return um.module, um.input_shape, None
+    state_dict, card = read_checkpoint(cfg.checkpoint)
+    load_state(um.module, state_dict, cfg.checkpoint, cfg.source)
+    return um.module, um.input_shape, {"path": shown(Path(cfg.checkpoint)), "card": card}
+
+
 def build_zoo(cfg: BuildConfig, out_dir: str | os.PathLike | None = None, start_step: str | None = None,
-              stop_step: str | None = None, progress: bool = True, reverify: bool = False) -> dict:
+              stop_step: str | None = None, progress: bool = True, reverify: bool = False,
+              config: BuildConfig | None = None) -> dict:
     """Build a model of ``models/`` from its shipped (or given) checkpoint."""
     module, input_shape, checkpoint = zoo_module(cfg)
     return build(module, input_shape, name=cfg.model, out_dir=out_dir or DEFAULT_OUT, config=cfg,

@@ -110,6 +110,8 @@ def markdown(rep: dict) -> str:
     rate = lambda v: "-" if not v else f"{v:,.0f} images/s"  # noqa: E731
     lines = [f"# {rep['model']}: {'bit-exact' if rep['mismatches'] == 0 else 'NOT bit-exact'}", "",
              summary(rep), "", f"> {rep['output']['note']}", "",
+             *([f"> {rep['source']['golden']} ({rep['source']['path']})", ""]
+               if (rep.get("source") or {}).get("golden") else []),
              "## Verification (compared with `==`, no tolerance)", "",
              "| comparison | images | bit-exact | max abs diff |", "|---|---:|---:|---:|"]
     for c in rep["comparisons"]:
