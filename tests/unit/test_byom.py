@@ -4,6 +4,7 @@ TOML config files; each through the front up to the golden (no compiler needed).
 from __future__ import annotations
 
 import argparse
+import re
 import textwrap
 from pathlib import Path
 
@@ -254,3 +255,14 @@ def test_csim_reads_the_builds_recorded_config(tmp_path):
     got = cli._config(_args("--model", "x/mynet.py:make", "-n", "8"), recorded=cli.recorded_config(build))
     assert got == rec.replace(n_images=8)  # the build's checkpoint and settings; -n given explicitly wins
     assert cli.recorded_config(tmp_path / "nothing") is None
+
+
+def test_per_layer_reuse_factor_reaches_the_hls_project(tmp_path):
+    cfg = BuildConfig(model="mlp_tiny", n_images=8, layers={"MatMul_1": {"reuse_factor": 4}})
+    api.build_zoo(cfg, out_dir=tmp_path, stop_step="write", progress=False)
+    text = (tmp_path / "mlp_tiny.partial" / "hls" / "firmware" / "parameters.h").read_text()
+    rfs = [int(v) for v in re.findall(r"reuse_factor = (\d+)", text)]
+    assert sorted(rfs)[-1] == 4 and rfs.count(4) == 1  # that one layer, the others keep the global 1
+    with pytest.raises(FlowError, match=r"\[layers.fc9\] names no layer of this model; its layers: .*MatMul_0"):
+        api.build_zoo(cfg.replace(layers={"fc9": {"reuse_factor": 2}}), out_dir=tmp_path, stop_step="write",
+                      progress=False)
