@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, api, backends, resources, sources
+from . import __version__, api, backends, data, resources, sources
 from .config import BuildConfig
 from .errors import FlowError
 
@@ -98,7 +98,9 @@ def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True, l
     p.add_argument("--workers", type=int, default=u(d.workers), help="parallel csim processes (default: one per core)")
     p.add_argument("--device", default=u(d.device), choices=("auto", "cpu", "cuda"),
                    help="torch reference devices: auto = CPU, plus CUDA when available")
-    p.add_argument("--data", help="folder with the MNIST IDX files")
+    p.add_argument("--data", help="folder with the dataset's files (MNIST: the four IDX files)")
+    p.add_argument("--dataset", choices=list(data.DATASETS), help="images to verify on (default: the model file's "
+                   "DATASET, else mnist): " + "; ".join(f"{k}: {v.about}" for k, v in data.DATASETS.items()))
     p.add_argument("--out", default=str(resources.DEFAULT_OUT), metavar="DIR",
                    help="folder the build goes into, as DIR/<model>[suffix]/ (default: ./build)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled simulators (default: the user cache folder, "
@@ -208,7 +210,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     card = train.train(a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
                        epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
                        augment=augment, resume=a.resume, progress=not a.quiet, init=a.init,
-                       out=a.out, lr_scaling=a.lr_scaling, amp=a.amp, compile_model=a.compile, **extra)
+                       out=a.out, lr_scaling=a.lr_scaling, amp=a.amp, compile_model=a.compile,
+                       dataset=a.dataset, **extra)
     print(f"{a.model} W{a.weight_bits}A{a.act_bits}: test accuracy {card['test_accuracy']:.2%} "
           f"in {card['train_seconds']:.0f} s")
     return 0
@@ -296,7 +299,9 @@ def parser() -> argparse.ArgumentParser:
                         "the shipped checkpoint was trained with 1)")
     t.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    t.add_argument("--data", help="folder with the MNIST IDX files")
+    t.add_argument("--data", help="folder with the dataset's files (MNIST: the four IDX files)")
+    t.add_argument("--dataset", choices=list(data.DATASETS), help="training data (default: the model file's "
+                   "DATASET); the card records it, and the default checkpoint path carries it")
     t.add_argument("--quiet", "-q", action="store_true")
     t.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     t.add_argument("--batch-size", type=int, help="batch size (default 64: the shipped recipe); on a "

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parts
+from . import data, parts
 from .errors import FlowError
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -111,6 +111,8 @@ class BuildConfig:
         if not re.fullmatch(r"[A-Za-z0-9\-]+", self.part):
             raise FlowError(f"FPGA part {self.part!r} is not a valid part name")
         parts.check(self.part, self.allow_unknown_part)
+        if self.dataset is not None:
+            data.get(self.dataset)  # an unknown name lists the known ones
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

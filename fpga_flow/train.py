@@ -203,7 +203,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
           limit: int | None = None, out: str | os.PathLike | None = None,
           progress: bool = True, resume: bool = False, init: str | os.PathLike | None = None,
           prune: str | None = None, prune_amount: float = 0.0, prune_scope: str = "layer",
-          shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None,
+          shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None, dataset: str | None = None,
           kd_temperature: float = 2.0, kd_alpha: float = 0.5, lr_scaling: str = "none", amp: bool = False,
           compile_model: bool = False) -> dict:
     """Quantization-aware training of ``models/<model_name>.py``'s quant model; returns the card.
@@ -261,10 +261,13 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         tag += f"_p{round(prune_amount * 100)}{prune[0]}"
     if teacher is not None:
         tag += "_kd"
+    dataset = data.get(dataset or getattr(zoo.load(model_name), "DATASET", None)).name
+    if dataset != data.DEFAULT_DATASET:  # the default path carries the dataset: an MNIST checkpoint is kept
+        tag += f"_{dataset.replace('-', '_')}"
     path = Path(out) if out is not None else zoo.output_checkpoint_path(model_name, weight_bits, act_bits, tag)
     partial = partial_path(path)
-    train_split = data.load("train", data_path)
-    test_split = data.load("test", data_path)
+    train_split = data.load("train", data_path, dataset)
+    test_split = data.load("test", data_path, dataset)
     images, labels = train_split.images, train_split.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -275,6 +278,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     input_bits=input_bits, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, augment=augment, limit=limit, data_sha256=train_split.sha256)
     # Only the options in use join the settings, so cards and resume files of plain runs are unchanged.
+    settings["dataset"] = dataset  # a card without "dataset" is MNIST (the cards made before #14)
     if init is not None:
         settings["init"] = str(init)
     if prune is not None:

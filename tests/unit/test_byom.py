@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fpga_flow import BuildConfig, FlowError, api, cli, sources, train, zoo
+from fpga_flow import BuildConfig, FlowError, api, cli, data, sources, train, zoo
 
 pytestmark = pytest.mark.unit
 
@@ -117,11 +117,11 @@ def test_plain_state_dict_loads_into_a_user_model_and_a_zoo_model(user):
     x = torch.from_numpy(_x())
     with torch.no_grad():
         want = shipped(x)
-    module, shape, ckpt = api.user_module(BuildConfig(model="mynet", source=f"{d}/mynet.py:make",
+    module, shape, ckpt, dataset = api.user_module(BuildConfig(model="mynet", source=f"{d}/mynet.py:make",
                                                       checkpoint=str(d / "sd.pt")))
     with torch.no_grad():
         assert torch.equal(module.eval()(x), want)
-    assert shape == (49,) and ckpt["card"] is None and ckpt["path"].endswith("sd.pt")
+    assert shape == (49,) and ckpt["card"] is None and dataset == "mnist" and ckpt["path"].endswith("sd.pt")
     zoo_model, card = train.load_checkpoint("mlp_tiny", d / "sd.pt", 4, 4, 8)
     with torch.no_grad():
         assert torch.equal(zoo_model(x), want)
@@ -266,3 +266,74 @@ def test_per_layer_reuse_factor_reaches_the_hls_project(tmp_path):
     with pytest.raises(FlowError, match=r"\[layers.fc9\] names no layer of this model; its layers: .*MatMul_0"):
         api.build_zoo(cfg.replace(layers={"fc9": {"reuse_factor": 2}}), out_dir=tmp_path, stop_step="write",
                       progress=False)
+
+
+# ---- datasets -------------------------------------------------------------------------------------------
+
+def _idx(path: Path, magic: int, arr: np.ndarray) -> None:
+    path.write_bytes(magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+                     + arr.astype(np.uint8).tobytes())
+
+
+def _idx_folder(d: Path, seed: int) -> Path:
+    """A tiny dataset in MNIST's IDX layout (what Fashion-MNIST or any IDX folder looks like)."""
+    rng = np.random.default_rng(seed)
+    d.mkdir()
+    for split, n in (("train", 12), ("t10k", 10)):
+        _idx(d / f"{split}-images-idx3-ubyte", 0x803, rng.integers(0, 256, (n, 28, 28)))
+        _idx(d / f"{split}-labels-idx1-ubyte", 0x801, rng.integers(0, 10, n))
+    return d
+
+
+def test_dataset_registry_and_its_readers(tmp_path):
+    with pytest.raises(FlowError, match="unknown dataset 'svhn'; known datasets: mnist, fashion-mnist, cifar10"):
+        data.get("svhn")
+    with pytest.raises(FlowError, match="known datasets"):
+        BuildConfig(dataset="svhn")
+    fm = data.load("test", _idx_folder(tmp_path / "fm", 1), "fashion-mnist")
+    assert fm.images.shape == (10, 28, 28) and data.to_unit(fm.images).shape == (10, 1, 28, 28)
+    rng = np.random.default_rng(2)  # CIFAR-10's binary layout: label byte + 3072 pixel bytes per record
+    rec = np.concatenate([rng.integers(0, 10, (5, 1)), rng.integers(0, 256, (5, 3072))], axis=1).astype(np.uint8)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "test_batch.bin").write_bytes(rec.tobytes())
+    c = data.load("test", tmp_path / "c", "cifar10")
+    assert c.images.shape == (5, 3, 32, 32) and np.array_equal(c.labels, rec[:, 0])
+    assert np.array_equal(c.images[3, 1].ravel(), rec[3, 1 + 1024:1 + 2048])  # the G plane of record 3
+    (tmp_path / "c" / "test_batch.bin").write_bytes(rec.tobytes()[:-1])
+    with pytest.raises(FlowError, match="not a whole number of 3073-byte CIFAR-10 records"):
+        data.load("test", tmp_path / "c", "cifar10")
+    (tmp_path / "n").mkdir()
+    np.savez(tmp_path / "n" / "test.npz", x=rng.integers(0, 256, (4, 7, 7)).astype(np.uint8), y=np.arange(4))
+    n = data.load("test", tmp_path / "n", "npz")
+    assert n.images.shape == (4, 7, 7) and list(n.labels) == [0, 1, 2, 3]
+    np.savez(tmp_path / "n" / "test.npz", x=np.zeros((4, 7, 7), np.float32), y=np.arange(4))
+    with pytest.raises(FlowError, match="'x' must be uint8 images"):
+        data.load("test", tmp_path / "n", "npz")
+
+
+def test_build_names_its_dataset_and_warns_when_the_card_differs(tmp_path, capsys):
+    fm = _idx_folder(tmp_path / "fm", 3)
+    cfg = BuildConfig(model="mlp_tiny", n_images=8, dataset="fashion-mnist", data_path=str(fm))
+    api.build_zoo(cfg, out_dir=tmp_path / "out", stop_step="golden", progress=False)
+    assert "trained on mnist (its card) but this build verifies on fashion-mnist" in capsys.readouterr().err
+    x, y, used = api._dataset_inputs((49,), 8, str(fm), None, None, "fashion-mnist")
+    split = data.load("test", fm, "fashion-mnist")
+    assert used == {"name": "fashion-mnist", "split": "test", "sha256": split.sha256, "images": 8}
+    assert np.array_equal(y, split.labels[:8])
+    assert api._dataset_warning({"card": {"dataset": "fashion-mnist"}}, used) is None
+    assert api._dataset_warning({"card": {}}, used) is not None  # a card without "dataset" is MNIST's
+    with pytest.raises(FlowError, match="dataset cifar10 has images of shape \\(3, 32, 32\\); the model takes"):
+        api._dataset_inputs((49,), 8, None, None, None, "cifar10")
+
+
+def test_training_on_another_dataset_names_it_and_keeps_the_mnist_path(tmp_path, monkeypatch):
+    fm = _idx_folder(tmp_path / "fm", 4)
+    monkeypatch.chdir(tmp_path)
+    card = train.train("mlp_tiny", epochs=1, batch_size=4, data_path=fm, dataset="fashion-mnist", augment=None,
+                       progress=False)
+    split = data.load("train", fm, "fashion-mnist")
+    assert card["dataset"] == "fashion-mnist" and card["data_sha256"] == split.sha256
+    written = sorted(p.name for p in (tmp_path / "build" / "checkpoints").glob("*.pt"))
+    assert written == ["mlp_tiny_w4a4_fashion_mnist.pt"]  # not the MNIST name, never the shipped file
+    _, loaded = train.load_checkpoint("mlp_tiny", tmp_path / "build" / "checkpoints" / written[0])
+    assert loaded["dataset"] == "fashion-mnist"
