@@ -30,7 +30,8 @@ def test_user_file_with_plain_state_dict_builds_exact_and_csim_uses_its_checkpoi
     assert _run("hls", "--model", spec, "--checkpoint", str(tmp_path / "X.pt"), "--out", str(out)) == 0
     rep = json.loads((out / "mynet" / "report.json").read_text())
     assert rep["mismatches"] == 0 and rep["exact_matches"] == 8 and rep["checkpoint"].endswith("X.pt")
-    assert rep["source"] == {"kind": "user", "spec": spec}
+    assert rep["source"]["kind"] == "user" and rep["source"]["spec"] == spec
+    assert rep["source"]["dataset"]["name"] == "mnist" and "warnings" not in rep["source"]  # the file's DATASET
     saved = BuildConfig.from_toml(out / "mynet" / "config.toml")
     assert saved.source == spec and saved.checkpoint == str(tmp_path / "X.pt")
     # csim without --checkpoint: the build's own (X.pt), not the factory's untrained weights
