@@ -104,7 +104,8 @@ def build(module: nn.Module | None, input_shape: tuple[int, ...], name: str = "m
     if module is None and backend.name not in NO_MODULE_BACKENDS:
         raise FlowError(f"--onnx (no torch module) is supported by the {', '.join(NO_MODULE_BACKENDS)} "
                         f"backend(s), not {backend.name}: its golden step runs a torch module")
-    out = Path(out_dir) / (name + backend.suffix)
+    # absolute: a relative --out broke the csim step, which runs its binary from another folder (hls4ml/csim.py)
+    out = Path(out_dir).resolve() / (name + backend.suffix)
     if reverify:
         if backend.reverify is None:
             raise FlowError(f"`csim` (re-verify an existing build) does not apply to the {backend.name} backend: "

@@ -20,14 +20,15 @@ def _run(*argv: str) -> int:
     return cli.main([*argv, "-n", "8", "--stock-check", "0", "-q"])
 
 
-def test_user_file_with_plain_state_dict_builds_exact_and_csim_uses_its_checkpoint(tmp_path, capsys):
+def test_user_file_with_plain_state_dict_builds_exact_and_csim_uses_its_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out (it broke the csim step before api resolved it)
     (tmp_path / "mynet.py").write_text(USER_FILE)
     shipped, _ = train.load_checkpoint("mlp_tiny", None, 4, 4, 8)
     torch.save(shipped.state_dict(), tmp_path / "X.pt")
     tool = sorted(p.name for p in zoo.MODELS_DIR.rglob("*"))
     out = tmp_path / "out"
     spec = f"{tmp_path}/mynet.py:make"
-    assert _run("hls", "--model", spec, "--checkpoint", str(tmp_path / "X.pt"), "--out", str(out)) == 0
+    assert _run("hls", "--model", spec, "--checkpoint", str(tmp_path / "X.pt"), "--out", "out") == 0
     rep = json.loads((out / "mynet" / "report.json").read_text())
     assert rep["mismatches"] == 0 and rep["exact_matches"] == 8 and rep["checkpoint"].endswith("X.pt")
     assert rep["source"]["kind"] == "user" and rep["source"]["spec"] == spec
