@@ -167,12 +167,17 @@ def test_onnx_file_through_the_front_without_a_module(user, tmp_path):
         assert np.array_equal(qonnx, shipped(x).numpy())
 
 
-def test_qcdq_file_is_converted_and_checked(user):
-    d, _ = user
+def test_qcdq_file_is_converted_and_checked(user, tmp_path):
+    d, shipped = user
     m, converted = sources.read_onnx(d / "tiny_qcdq.onnx")
     assert converted and "Quant" in {n.op_type for n in m.graph.node}
     assert not {n.op_type for n in m.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
     assert sources.onnx_input_shape(m) == (49,)
+    api.build_config(BuildConfig(model="tiny_qcdq", onnx=str(d / "tiny_qcdq.onnx"), n_images=8), out_dir=tmp_path,
+                     stop_step="golden", progress=False)
+    with np.load(tmp_path / "tiny_qcdq.partial" / "golden.npz") as z, torch.no_grad():
+        x = torch.from_numpy(api._inputs((49,), 8, None, None, None)[0])
+        assert np.array_equal(z["qonnx"], shipped(x).numpy())  # the converted graph computes what Brevitas did
 
 
 def test_onnx_errors(tmp_path):
