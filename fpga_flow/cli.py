@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from . import __version__, backends, resources
+from . import __version__, api, backends, data, resources, sources
 from .config import BuildConfig
 from .errors import FlowError
 
@@ -44,39 +45,63 @@ def _n(value: str) -> int:
     return n
 
 
-def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True) -> None:
+# flag dest -> BuildConfig field, for the flags a config file (or a build's recorded config) can also give
+FLAG_FIELDS = {"images": "n_images", "weight_bits": "weight_bits", "act_bits": "act_bits",
+               "input_bits": "input_bits", "checkpoint": "checkpoint", "backend": "backend", "io_type": "io_type",
+               "part": "part", "allow_unknown_part": "allow_unknown_part", "clock_ns": "clock_ns",
+               "reuse_factor": "reuse_factor", "fuse": "fuse", "stock_check": "stock_check_images",
+               "workers": "workers", "device": "device", "data": "data_path", "dataset": "dataset"}
+
+
+def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True, layered: bool = False) -> None:
+    """The build flags. ``layered``: their defaults are ``None`` so that :func:`_config` can tell a flag given
+    explicitly (which wins) from one left out (then a ``--config`` file, a build's recorded config, or
+    ``BuildConfig``'s default decides)."""
     d = DEFAULTS
-    p.add_argument("--model", "-m", default=d.model, help=f"a shipped model (fpga-flow models; default {d.model})")
-    p.add_argument("-n", "--images", type=_n, default=d.n_images, metavar="N",
+    u = (lambda v: None) if layered else (lambda v: v)  # noqa: E731 - the argparse default of a flag
+    p.add_argument("--model", "-m", default=u(d.model),
+                   help=f"a shipped model (fpga-flow models; default {d.model}), or your own: path/to/file.py:NAME "
+                        "or package.module:NAME (an nn.Module class or zero-argument factory; docs/byom.md)")
+    p.add_argument("-n", "--images", type=_n, default=u(d.n_images), metavar="N",
                    help=f"MNIST test images to verify, or 'all' (default: {d.n_images})")
-    p.add_argument("--weight-bits", type=int, default=d.weight_bits, help=f"weight bit width, 2..8 (default {d.weight_bits})")
-    p.add_argument("--act-bits", type=int, default=d.act_bits, help=f"activation bit width, 2..8 (default {d.act_bits})")
-    p.add_argument("--input-bits", type=int, default=d.input_bits, help=f"input quantizer bit width (default {d.input_bits})")
-    p.add_argument("--checkpoint", help="checkpoint to build from (default: the shipped one for the bit widths)")
+    p.add_argument("--weight-bits", type=int, default=u(d.weight_bits), help=f"weight bit width, 2..8 (default {d.weight_bits})")
+    p.add_argument("--act-bits", type=int, default=u(d.act_bits), help=f"activation bit width, 2..8 (default {d.act_bits})")
+    p.add_argument("--input-bits", type=int, default=u(d.input_bits), help=f"input quantizer bit width (default {d.input_bits})")
+    p.add_argument("--checkpoint", help="checkpoint to build from (default: the shipped one for the bit widths); "
+                   "fpga_flow's format or a plain torch.save(model.state_dict()), loaded weights-only")
+    if layered:
+        p.add_argument("--onnx", metavar="FILE", help="build a QONNX (or QCDQ) ONNX file exported elsewhere; there is "
+                       "no torch module: the golden is QONNX execution (docs/byom.md)")
+        p.add_argument("--input-shape", metavar="C,H,W", help="one sample's shape for --model FILE.py:NAME when the "
+                       "file has no INPUT_SHAPE, e.g. 1,28,28")
+        p.add_argument("--config", metavar="FILE", help="a TOML build config (any BuildConfig field, [layers.<name>] "
+                       "overrides); flags given explicitly win; every build saves its own as <build>/config.toml")
     if backend:
-        p.add_argument("--backend", default=d.backend, choices=backends.names(),
+        p.add_argument("--backend", default=u(d.backend), choices=backends.names(),
                        help=f"hardware backend (default {d.backend}); finn needs `make venv-finn`; "
                             "builds land in <out>/<model>[_finn|_rtl]/")
         p.add_argument("--target-fps", type=int, default=None, metavar="FPS",
                        help="finn and rtl backends: throughput target for the folding, images/s (finn default 10000; "
                             "rtl default: the fastest folding that fits --part)")
-    p.add_argument("--io-type", default=d.io_type, choices=("io_stream", "io_parallel"),
+    p.add_argument("--io-type", default=u(d.io_type), choices=("io_stream", "io_parallel"),
                    help=f"hls4ml I/O style (default {d.io_type}, for conv models)")
-    p.add_argument("--part", default=d.part, help=f"FPGA part (default: PYNQ-Z2 {d.part}; known parts: "
+    p.add_argument("--part", default=u(d.part), help=f"FPGA part (default: PYNQ-Z2 {d.part}; known parts: "
                    "fpga_flow/parts.py)")
-    p.add_argument("--allow-unknown-part", action="store_true",
+    p.add_argument("--allow-unknown-part", action="store_true", default=u(False),
                    help="accept a part that is not in the parts table (no utilisation figures then)")
-    p.add_argument("--clock-ns", type=float, default=d.clock_ns, help=f"target clock period in ns (default {d.clock_ns:g})")
-    p.add_argument("--reuse-factor", type=int, default=d.reuse_factor, help=f"hls4ml reuse factor (default {d.reuse_factor})")
-    p.add_argument("--no-fuse", dest="fuse", action="store_false",
+    p.add_argument("--clock-ns", type=float, default=u(d.clock_ns), help=f"target clock period in ns (default {d.clock_ns:g})")
+    p.add_argument("--reuse-factor", type=int, default=u(d.reuse_factor), help=f"hls4ml reuse factor (default {d.reuse_factor})")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false", default=u(True),
                    help="keep hls4ml's separate Conv2D and ReLU layers (default: fuse conv + ReLU + requantization "
                         "into one kernel, and pool after the ReLU)")
-    p.add_argument("--stock-check", type=int, default=d.stock_check_images, metavar="K",
+    p.add_argument("--stock-check", type=int, default=u(d.stock_check_images), metavar="K",
                    help=f"also run the first K images through hls4ml's unmodified csim (default {d.stock_check_images}; 0 = off)")
-    p.add_argument("--workers", type=int, default=d.workers, help="parallel csim processes (default: one per core)")
-    p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
+    p.add_argument("--workers", type=int, default=u(d.workers), help="parallel csim processes (default: one per core)")
+    p.add_argument("--device", default=u(d.device), choices=("auto", "cpu", "cuda"),
                    help="torch reference devices: auto = CPU, plus CUDA when available")
-    p.add_argument("--data", help="folder with the MNIST IDX files")
+    p.add_argument("--data", help="folder with the dataset's files (MNIST: the four IDX files)")
+    p.add_argument("--dataset", choices=list(data.DATASETS), help="images to verify on (default: the model file's "
+                   "DATASET, else mnist): " + "; ".join(f"{k}: {v.about}" for k, v in data.DATASETS.items()))
     p.add_argument("--out", default=str(resources.DEFAULT_OUT), metavar="DIR",
                    help="folder the build goes into, as DIR/<model>[suffix]/ (default: ./build)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled simulators (default: the user cache folder, "
@@ -89,29 +114,61 @@ def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True) -
                        "<out>/<model>.partial/ and never replaces the build")
 
 
-def _config(a: argparse.Namespace, **extra) -> BuildConfig:
-    backend = getattr(a, "backend", DEFAULTS.backend)
+def _flags(a: argparse.Namespace) -> dict:
+    """The BuildConfig fields given explicitly on the command line (a flag left out is ``None``)."""
+    got = {f: getattr(a, dest) for dest, f in FLAG_FIELDS.items() if getattr(a, dest, None) is not None}
+    if getattr(a, "model", None) is not None:
+        ref = sources.parse_model(a.model)
+        got.update(model=ref.name, source=None if ref.kind == "zoo" else ref.spec, onnx=None)
+    if getattr(a, "onnx", None):
+        if getattr(a, "model", None) is not None:
+            raise FlowError("--onnx and --model exclude each other: give one")
+        got.update(model=sources.onnx_name(a.onnx), onnx=a.onnx, source=None)
+    if getattr(a, "input_shape", None):
+        got["input_shape"] = sources.parse_shape(a.input_shape)
+    return got
+
+
+def _config(a: argparse.Namespace, recorded: dict | None = None, **extra) -> BuildConfig:
+    """BuildConfig's defaults < ``recorded`` (a build's own config, for csim) < ``--config`` < explicit flags."""
+    values = dict(recorded or {})
+    if getattr(a, "config", None):
+        values.update(BuildConfig.from_toml(a.config).to_json())
+    values.update(_flags(a))
+    backend = values.get("backend", DEFAULTS.backend)
     if getattr(a, "target_fps", None):
         if backend not in ("finn", "rtl"):
             raise FlowError("--target-fps sets the folding of the finn and rtl backends: use --backend finn or rtl")
         extra["target_fps"] = a.target_fps
+    if extra:
+        values["extra"] = {**values.get("extra", {}), **extra}
     if a.cache_dir:
         os.environ[resources.CACHE_ENV] = str(Path(a.cache_dir).resolve())
-    return BuildConfig(model=a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
-                       backend=backend, io_type=a.io_type, part=a.part, clock_ns=a.clock_ns,
-                       reuse_factor=a.reuse_factor, fuse=a.fuse, n_images=a.images, stock_check_images=a.stock_check,
-                       workers=a.workers, data_path=a.data, device=a.device, checkpoint=a.checkpoint,
-                       allow_unknown_part=a.allow_unknown_part, extra=extra)
+    return BuildConfig.from_dict(values, where="--config" if getattr(a, "config", None) else "the command line")
+
+
+def recorded_config(build: Path) -> dict | None:
+    """The effective config a build saved (config.toml; report.json's ``config`` for builds made before it),
+    so that ``csim`` re-verifies with the build's own checkpoint, dataset and settings, never the defaults."""
+    if (build / api.CONFIG_FILE).is_file():
+        return BuildConfig.from_toml(build / api.CONFIG_FILE).to_json()
+    try:
+        rec = json.loads((build / "report.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    known = {f.name for f in dataclasses.fields(BuildConfig)}
+    return {k: v for k, v in rec.items() if k in known and v is not None}
 
 
 def _build(cfg: BuildConfig, a: argparse.Namespace, reverify: bool = False) -> int:
-    from . import api
     t0 = time.perf_counter()
-    rep = api.build_zoo(cfg, out_dir=a.out, start_step=getattr(a, "start_step", None),
-                        stop_step=getattr(a, "stop_step", None), progress=not a.quiet, reverify=reverify)
+    rep = api.build_config(cfg, out_dir=a.out, start_step=getattr(a, "start_step", None),
+                           stop_step=getattr(a, "stop_step", None), progress=not a.quiet, reverify=reverify)
     if rep:
         backend = backends.get(cfg.backend)
         print(backend.summary(rep))
+        if (rep.get("source") or {}).get("golden"):
+            print(f"note: {rep['source']['golden']}")
         where = resources.shown(Path(a.out) / (cfg.model + backend.suffix) / "report.md")
         print(f"report: {where} ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -122,7 +179,10 @@ def cmd_hls(a: argparse.Namespace) -> int:
 
 
 def cmd_csim(a: argparse.Namespace) -> int:
-    return _build(_config(a), a, reverify=True)
+    """Re-verify with the build's recorded config; flags given explicitly (e.g. ``-n``) still win."""
+    first = _config(a)
+    build = Path(a.out) / (first.model + backends.get(first.backend).suffix)
+    return _build(_config(a, recorded=recorded_config(build)), a, reverify=True)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -151,7 +211,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     card = train.train(a.model, weight_bits=a.weight_bits, act_bits=a.act_bits, input_bits=a.input_bits,
                        epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
                        augment=augment, resume=a.resume, progress=not a.quiet, init=a.init,
-                       out=a.out, lr_scaling=a.lr_scaling, amp=a.amp, compile_model=a.compile, **extra)
+                       out=a.out, lr_scaling=a.lr_scaling, amp=a.amp, compile_model=a.compile,
+                       dataset=a.dataset, **extra)
     print(f"{a.model} W{a.weight_bits}A{a.act_bits}: test accuracy {card['test_accuracy']:.2%} "
           f"in {card['train_seconds']:.0f} s")
     return 0
@@ -233,10 +294,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
     h = sub.add_parser("hls", help="export, convert, generate the hardware with --backend, verify it ==, report",
                        description="Backends: " + "; ".join(f"{n}: {backends.get_about(n)}" for n in backends.names()))
-    _build_args(h, steps=True)
+    _build_args(h, steps=True, layered=True)
     h.set_defaults(func=cmd_hls)
     c = sub.add_parser("csim", help="re-verify an existing project on N images (no re-generation)")
-    _build_args(c, steps=False)
+    _build_args(c, steps=False, layered=True)
     c.set_defaults(func=cmd_csim, start_step=None, stop_step=None)
     t = sub.add_parser("train", help="quantization-aware training on MNIST; writes build/checkpoints/")
     t.add_argument("--model", "-m", default="convnet")
@@ -252,7 +313,9 @@ def parser() -> argparse.ArgumentParser:
                         "the shipped checkpoint was trained with 1)")
     t.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    t.add_argument("--data", help="folder with the MNIST IDX files")
+    t.add_argument("--data", help="folder with the dataset's files (MNIST: the four IDX files)")
+    t.add_argument("--dataset", choices=list(data.DATASETS), help="training data (default: the model file's "
+                   "DATASET); the card records it, and the default checkpoint path carries it")
     t.add_argument("--quiet", "-q", action="store_true")
     t.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     t.add_argument("--batch-size", type=int, help="batch size (default 64: the shipped recipe); on a "
@@ -313,7 +376,7 @@ def parser() -> argparse.ArgumentParser:
                        "conv and dense models, folding from --target-fps or the fastest that fits --part; "
                        "--mode da4ml: dense models fully unrolled (da4ml). Output: <out>/<model>_rtl/ "
                        "(report.json hw.rtl, report.md, verilog/).")
-    _build_args(r, steps=True, backend=False)
+    _build_args(r, steps=True, backend=False, layered=True)
     r.add_argument("--mode", default="stream", choices=("stream", "da4ml"), help="stream (default) or da4ml")
     r.add_argument("--target-fps", type=int, metavar="FPS",
                    help="stream: the smallest folding reaching FPS images/s at --clock-ns (default: the fastest "

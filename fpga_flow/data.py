@@ -1,8 +1,10 @@
-"""MNIST (and any dataset in the same IDX layout) from a local folder.
+"""Datasets from a local folder: a small registry (``DATASETS``) of MNIST, Fashion-MNIST, CIFAR-10 (its
+standard binary batches), any IDX folder, and ``.npz`` files.
 
 The folder comes from, in order: the ``path`` argument (CLI ``--data``), the
-``FPGA_FLOW_DATA`` environment variable, then ``../shared/data/mnist`` and
-``data/mnist`` relative to the repository. Nothing is downloaded.
+``FPGA_FLOW_DATA`` environment variable, then the dataset's default folders
+(``../shared/data/<name>`` and ``data/<name>`` relative to the repository).
+Nothing is downloaded. Every reader bounds what it reads before reading it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,44 @@ MEAN, STD = 0.1307, 0.3081
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """One registry entry: how its files are laid out and the float model's normalisation statistics."""
+
+    name: str
+    layout: str  # idx | cifar10 | npz
+    about: str
+    mean: tuple[float, ...] = (MEAN,)  # per channel, of the training images in [0, 1]
+    std: tuple[float, ...] = (STD,)
+    default_dirs: tuple[Path, ...] = ()
+
+
+def _defaults(name: str) -> tuple[Path, ...]:
+    return (REPO.parent / "shared" / "data" / name, REPO / "data" / name)
+
+
+DATASETS = {
+    "mnist": Dataset("mnist", "idx", "MNIST handwritten digits (IDX files)"),  # folders: DEFAULT_DIRS
+    "fashion-mnist": Dataset("fashion-mnist", "idx", "Fashion-MNIST (same IDX layout as MNIST)",
+                             (0.2860,), (0.3530,), _defaults("fashion-mnist")),
+    "cifar10": Dataset("cifar10", "cifar10", "CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin)",
+                       (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                       _defaults("cifar10") + _defaults("cifar-10-batches-bin")),
+    "idx": Dataset("idx", "idx", "any folder of the four MNIST-named IDX files (--data DIR)", (0.5,), (0.5,)),
+    "npz": Dataset("npz", "npz", "train.npz and test.npz, each with uint8 images 'x' (N,H,W or N,C,H,W) and "
+                   "integer labels 'y' (--data DIR)", (0.5,), (0.5,)),
+}
+DEFAULT_DATASET = "mnist"
+
+
+def get(name: str | None) -> Dataset:
+    """The registry entry; an unknown name lists the known ones."""
+    name = name or DEFAULT_DATASET
+    if name not in DATASETS:
+        raise FlowError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass(frozen=True)
 class Split:
     images: np.ndarray  # uint8, (N, 28, 28)
     labels: np.ndarray  # int64, (N,)
@@ -38,24 +78,25 @@ class Split:
     sha256: str  # of the uncompressed image file
 
 
-def candidate_dirs(path: str | os.PathLike | None = None) -> list[Path]:
+def candidate_dirs(path: str | os.PathLike | None = None, dataset: str | None = None) -> list[Path]:
     """An explicit folder (flag, then env var) is the only place looked: never a silent fallback."""
     if path:
         return [Path(path)]
     if os.environ.get(ENV_VAR):
         return [Path(os.environ[ENV_VAR])]
-    return list(DEFAULT_DIRS)
+    ds = get(dataset)
+    return list(DEFAULT_DIRS if ds.name == DEFAULT_DATASET else ds.default_dirs)  # MNIST's: read at call time
 
 
-def find_dir(path: str | os.PathLike | None = None) -> Path:
+def find_dir(path: str | os.PathLike | None = None, dataset: str | None = None) -> Path:
     """The first candidate folder holding all four IDX files (gzipped or not)."""
-    tried = candidate_dirs(path)
+    tried = candidate_dirs(path, dataset)
     for d in tried:
         if all(_find_file(d, f) for f in FILES.values()):
             return d
-    lines = "\n".join(f"  - {d}" for d in tried)
+    lines = "\n".join(f"  - {d}" for d in tried) or "  (no default folder for this dataset)"
     raise FlowError(
-        "MNIST data not found. Looked for the four IDX files "
+        f"{get(dataset).name} data not found. Looked for the four IDX files "
         f"({', '.join(FILES.values())}, optionally .gz) in:\n{lines}\n"
         f"Pass --data DIR or set {ENV_VAR}=DIR.")
 
@@ -130,11 +171,17 @@ def _checksums(d: Path) -> dict[str, str]:
     return out
 
 
-def load(split: str = "test", path: str | os.PathLike | None = None) -> Split:
-    """Load one split; verify against SHA256SUMS.uncompressed when the folder has one."""
+def load(split: str = "test", path: str | os.PathLike | None = None, dataset: str | None = None) -> Split:
+    """Load one split of ``dataset`` (default MNIST); IDX folders are verified against
+    SHA256SUMS.uncompressed when they have one."""
     if split not in ("train", "test"):
         raise FlowError(f"unknown split {split!r}: use 'train' or 'test'")
-    d = find_dir(path)
+    layout = get(dataset).layout
+    if layout == "cifar10":
+        return _load_cifar10(split, path)
+    if layout == "npz":
+        return _load_npz(split, path)
+    d = find_dir(path, dataset)
     sums = _checksums(d)
     arrays, digest = {}, ""
     for kind in ("images", "labels"):
@@ -152,9 +199,69 @@ def load(split: str = "test", path: str | os.PathLike | None = None) -> Split:
     return Split(arrays["images"], arrays["labels"].astype(np.int64), d, digest)
 
 
+def _explicit_dir(path, what: str) -> Path:
+    tried = candidate_dirs(path, what)
+    for d in tried:
+        if d.is_dir():
+            return d
+    lines = "\n".join(f"  - {d}" for d in tried) or "  (no default folder)"
+    raise FlowError(f"{what} data not found; looked in:\n{lines}\nPass --data DIR or set {ENV_VAR}=DIR.")
+
+
+CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 3x32x32 pixels (R, G, B planes)
+CIFAR_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
+
+
+def _load_cifar10(split: str, path) -> Split:
+    """CIFAR-10's binary version (no pickle): fixed-size records, each file's size checked before reading."""
+    d = _explicit_dir(path, "cifar10")
+    if not (d / CIFAR_FILES[split][0]).is_file() and (d / "cifar-10-batches-bin").is_dir():
+        d = d / "cifar-10-batches-bin"
+    raw, h = [], hashlib.sha256()
+    for name in CIFAR_FILES[split]:
+        p = d / name
+        if not p.is_file():
+            raise FlowError(f"CIFAR-10 file {p} not found (the binary version: {', '.join(CIFAR_FILES[split])})")
+        size = p.stat().st_size
+        if size == 0 or size % CIFAR_RECORD or size > MAX_IDX_BYTES:
+            raise FlowError(f"{p}: {size} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records "
+                            f"(at most {MAX_IDX_BYTES} bytes)")
+        with open(p, "rb") as f:
+            body = f.read(size)
+        h.update(body)
+        raw.append(np.frombuffer(body, dtype=np.uint8).reshape(-1, CIFAR_RECORD))
+    rec = np.concatenate(raw)
+    if rec[:, 0].max() > 9:
+        raise FlowError(f"{d}: a CIFAR-10 label is {int(rec[:, 0].max())}; labels are 0..9")
+    return Split(rec[:, 1:].reshape(-1, 3, 32, 32).copy(), rec[:, 0].astype(np.int64), d, h.hexdigest())
+
+
+def _load_npz(split: str, path) -> Split:
+    """``<split>.npz`` with ``x`` (uint8 images) and ``y`` (labels); never unpickles (allow_pickle=False)."""
+    d = _explicit_dir(path, "npz")
+    p = d / f"{split}.npz"
+    if not p.is_file():
+        raise FlowError(f"{p} not found: an npz dataset folder holds train.npz and test.npz (arrays x, y)")
+    if p.stat().st_size > MAX_IDX_BYTES:
+        raise FlowError(f"{p}: larger than the limit of {MAX_IDX_BYTES} bytes (fpga_flow.data.MAX_IDX_BYTES)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if not {"x", "y"} <= set(z.files):
+                raise FlowError(f"{p}: needs arrays 'x' and 'y', has {', '.join(z.files) or 'none'}")
+            x, y = z["x"], z["y"]
+    except (ValueError, OSError) as e:
+        raise FlowError(f"{p}: not a readable npz file without pickled objects ({e})") from e
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise FlowError(f"{p}: 'x' must be uint8 images (N,H,W) or (N,C,H,W), got {x.dtype} {x.shape}")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise FlowError(f"{p}: 'y' must be {len(x)} non-negative integer labels, got {y.dtype} {y.shape}")
+    return Split(x, y.astype(np.int64), d, hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
+
+
 def to_unit(images: np.ndarray) -> np.ndarray:
-    """uint8 (N,H,W) -> float32 (N,1,H,W) in [0,1], the input of the quantized models."""
-    return (images.astype(np.float32) / 255.0)[:, None]
+    """uint8 (N,H,W) -> float32 (N,1,H,W) in [0,1] (or (N,C,H,W) kept), the input of the quantized models."""
+    x = images.astype(np.float32) / 255.0
+    return x[:, None] if x.ndim == 3 else x
 
 
 def as_input(x, input_shape: tuple[int, ...]):

@@ -93,6 +93,11 @@ def golden_key(state: State) -> str:
     return INT_REF if INT_REF in state.ref else "qonnx"
 
 
+def torch_devices(state: State) -> list[str]:
+    """Devices the torch reference runs on; none without a torch module (a QONNX file: golden = QONNX)."""
+    return [] if state.module is None else golden.reference_devices(state.cfg.device)
+
+
 def step_golden(state: State) -> State:
     """Brevitas (CPU, CUDA) == QONNX (NCHW, batched) == QONNX channels-last (a sample), or stop.
 
@@ -104,7 +109,7 @@ def step_golden(state: State) -> State:
     # a graph ending in LogSoftmax: every reference below is the logits (exact); the LogSoftmax's golden is
     # fpga_flow.log_softmax applied to them, in step_compare
     ends_in_ls = golden.final_log_softmax(clean) is not None
-    for dev in golden.reference_devices(state.cfg.device):
+    for dev in torch_devices(state):
         run = golden.torch_reference(state.module, state.x, dev, logits=ends_in_ls)
         state.ref[f"torch_{dev}"] = run.output
         if run.final is not None:
@@ -120,7 +125,7 @@ def step_golden(state: State) -> State:
                                                               channels_last(state.ref["hw_input"][:k]))
     what = " (logits)" if ends_in_ls else ""
     checks = [compare.exact(f"Brevitas torch ({dev}) vs QONNX{what}", state.ref[f"torch_{dev}"], state.ref["qonnx"])
-              for dev in golden.reference_devices(state.cfg.device)]
+              for dev in torch_devices(state)]
     checks.append(compare.exact(f"QONNX channels-last vs QONNX{what}", state.ref["qonnx_channels_last"],
                                 state.ref["qonnx"][:k]))
     return _golden_done(state, checks)
@@ -128,7 +133,7 @@ def step_golden(state: State) -> State:
 
 def _golden_float_scaled(state: State) -> State:
     low = lowered(state)
-    for dev in golden.reference_devices(state.cfg.device):
+    for dev in torch_devices(state):
         run = golden.torch_reference(state.module, state.x, dev)
         state.ref[f"torch_{dev}"] = run.output
         state.ref_speed[dev] = len(state.x) / run.seconds if run.seconds else float("inf")
@@ -149,9 +154,10 @@ def _golden_float_scaled(state: State) -> State:
     logits = out * final.final_scale if final.chain is None else out
     # every device the forward ran on is compared with the integer reference, and the stored torch_<dev>
     # outputs must be the ones compared (per-device record in state.float_agreement["devices"], #16)
-    state.float_agreement, more = agreement.compare_devices(low, trace, state.module, state.x, hw_in, logits,
-                                                            golden.reference_devices(state.cfg.device), state.ref)
-    checks += more
+    if state.module is not None:
+        state.float_agreement, more = agreement.compare_devices(low, trace, state.module, state.x, hw_in, logits,
+                                                                torch_devices(state), state.ref)
+        checks += more
     return _golden_done(state, checks)
 
 

@@ -45,6 +45,7 @@ def common(state, main) -> dict:
         "model": state.name.removesuffix(backends.suffix(state.cfg.backend)) or state.name,
         "backend": state.cfg.backend,
         "config": state.cfg.to_json(),
+        "source": state.source,
         "checkpoint": (state.checkpoint or {}).get("path"),
         "checkpoint_card": card or None,
         "n_images": main.n,

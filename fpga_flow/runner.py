@@ -65,6 +65,7 @@ class State:
     lowered: object | None = None  # float-scaled models: passes.lower_float_scales.Lowered
     float_agreement: dict | None = None  # float-scaled models: Brevitas' float forward vs the integer reference
     reference_checks: dict = field(default_factory=dict)  # device -> what its forward was compared with
+    source: dict | None = None  # where the model came from (zoo, user file, QONNX file), for report.json
 
     def path(self, rel: str) -> Path:
         return self.work / rel

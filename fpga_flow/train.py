@@ -28,6 +28,7 @@ ordinary buffers and travel in the state_dict.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -202,7 +203,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
           limit: int | None = None, out: str | os.PathLike | None = None,
           progress: bool = True, resume: bool = False, init: str | os.PathLike | None = None,
           prune: str | None = None, prune_amount: float = 0.0, prune_scope: str = "layer",
-          shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None,
+          shrink: bool = True, teacher: nn.Module | str | os.PathLike | None = None, dataset: str | None = None,
           kd_temperature: float = 2.0, kd_alpha: float = 0.5, lr_scaling: str = "none", amp: bool = False,
           compile_model: bool = False) -> dict:
     """Quantization-aware training of ``models/<model_name>.py``'s quant model; returns the card.
@@ -260,10 +261,13 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
         tag += f"_p{round(prune_amount * 100)}{prune[0]}"
     if teacher is not None:
         tag += "_kd"
+    dataset = data.get(dataset or getattr(zoo.load(model_name), "DATASET", None)).name
+    if dataset != data.DEFAULT_DATASET:  # the default path carries the dataset: an MNIST checkpoint is kept
+        tag += f"_{dataset.replace('-', '_')}"
     path = Path(out) if out is not None else zoo.output_checkpoint_path(model_name, weight_bits, act_bits, tag)
     partial = partial_path(path)
-    train_split = data.load("train", data_path)
-    test_split = data.load("test", data_path)
+    train_split = data.load("train", data_path, dataset)
+    test_split = data.load("test", data_path, dataset)
     images, labels = train_split.images, train_split.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -274,6 +278,7 @@ def train(model_name: str, weight_bits: int = 4, act_bits: int = 4, input_bits: 
                     input_bits=input_bits, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, augment=augment, limit=limit, data_sha256=train_split.sha256)
     # Only the options in use join the settings, so cards and resume files of plain runs are unchanged.
+    settings["dataset"] = dataset  # a card without "dataset" is MNIST (the cards made before #14)
     if init is not None:
         settings["init"] = str(init)
     if prune is not None:
@@ -491,49 +496,84 @@ def check_widths(widths, model: nn.Module, path: str | os.PathLike) -> None:
                             f"it has 1..{full}")
 
 
+def read_checkpoint(path: str | os.PathLike, remedy: str = "") -> tuple[dict, dict | None]:
+    """(state_dict, card or None) of ``path``: our ``{'state_dict', 'card'}`` format, or a plain
+    ``torch.save(model.state_dict())`` (no card). Loaded with ``weights_only=True``: no code is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlowError(f"checkpoint not found: {path}.{remedy}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated, not a torch file, or a pickled module
+        raise FlowError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. A checkpoint is "
+                        f"torch.save(model.state_dict()) or fpga_flow's {{'state_dict', 'card'}}.{remedy}") from e
+    if isinstance(ckpt, dict) and {"state_dict", "card"} <= set(ckpt):
+        card = ckpt["card"]
+        if not isinstance(card, dict):
+            raise FlowError(f"checkpoint {path}: field 'card' is a {type(card).__name__}, not a dict;{remedy}")
+        check_card(card, path)
+        if not _is_state_dict(ckpt["state_dict"]):
+            raise FlowError(f"checkpoint {path}: field 'state_dict' is not a mapping of names to tensors")
+        return ckpt["state_dict"], card
+    if _is_state_dict(ckpt):
+        return ckpt, None
+    keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise FlowError(f"checkpoint {path} is neither a state_dict (names -> tensors) nor an fpga_flow checkpoint "
+                    f"(keys 'state_dict' and 'card'); found {keys}")
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items())
+
+
+def load_state(model: nn.Module, state_dict: dict, path: str | os.PathLike, what: str) -> None:
+    """``strict`` loading (what makes Brevitas' runtime-stats scales the saved ones, see the module docstring);
+    a mismatch names a few of the missing and unexpected keys."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatch
+        raise FlowError(f"checkpoint {path} does not fit {what}: {_key_mismatch(model, state_dict) or e}") from e
+    # Loading a scale ends Brevitas' statistics phase; a module still in it got no scale
+    # (possible despite strict=True when BREVITAS_IGNORE_MISSING_KEYS is set).
+    unset = [n for n, m in _runtime_stats_modules(model).items() if m.counter <= m.collect_stats_steps]
+    if unset:
+        raise FlowError(f"checkpoint {path} has no activation scale for {', '.join(unset)}")
+
+
+def _key_mismatch(model: nn.Module, state_dict: dict) -> str:
+    """A few missing and unexpected keys, as Brevitas' own loading counts them (its runtime-stats scales may
+    be absent from a fresh model's state_dict and still load), on a copy; '' if the keys agree."""
+    try:
+        res = copy.deepcopy(model).load_state_dict(state_dict, strict=False)
+    except Exception:  # noqa: BLE001 - a shape mismatch: the caller's message says it
+        return ""
+    few = lambda ks: ", ".join(ks[:5]) + (f" ... ({len(ks)} in all)" if len(ks) > 5 else "")  # noqa: E731
+    return "; ".join(([f"missing keys: {few(res.missing_keys)}"] if res.missing_keys else [])
+                     + ([f"unexpected keys: {few(res.unexpected_keys)}"] if res.unexpected_keys else []))
+
+
 def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weight_bits: int = 4,
-                    act_bits: int = 4, input_bits: int = 8) -> tuple[nn.Module, dict]:
-    """The trained quant model (eval mode, CPU) and its card; any defect is a FlowError.
+                    act_bits: int = 4, input_bits: int = 8) -> tuple[nn.Module, dict | None]:
+    """The trained quant model (eval mode, CPU) and its card (None for a plain state_dict); any defect is a
+    FlowError.
 
     Loading is ``strict``: with Brevitas' runtime-stats quantizers this is what
     makes the scales the saved ones (see the module docstring).
     """
     mod = zoo.load(model_name)
     path = Path(path) if path is not None else zoo.checkpoint_path(model_name, weight_bits, act_bits)
-    if not path.is_file():
-        raise FlowError(f"checkpoint not found: {path}. Run `make train MODEL={model_name}` to create it.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a torch file
-        raise FlowError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. "
-                        f"Re-create it with `make train MODEL={model_name}`.") from e
-    if not isinstance(ckpt, dict) or not {"state_dict", "card"} <= set(ckpt):
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise FlowError(f"checkpoint {path} is not an fpga_flow checkpoint "
-                        f"(expected keys 'state_dict' and 'card', found {keys})")
-    card = ckpt["card"]
-    if not isinstance(card, dict):
-        raise FlowError(f"checkpoint {path}: field 'card' is a {type(card).__name__}, not a dict; "
-                        f"re-create it with `make train MODEL={model_name}`")
-    want = {"model": model_name, "weight_bits": weight_bits, "act_bits": act_bits, "input_bits": input_bits}
-    got = {k: card.get(k) for k in want}
-    if got != want:
-        raise FlowError(f"checkpoint {path} was trained as {got}, but {want} was requested")
-    check_card(card, path)
+    state_dict, card = read_checkpoint(path, f" Re-create it with `make train MODEL={model_name}`.")
+    if card is not None:
+        want = {"model": model_name, "weight_bits": weight_bits, "act_bits": act_bits, "input_bits": input_bits}
+        got = {k: card.get(k) for k in want}
+        if got != want:
+            raise FlowError(f"checkpoint {path} was trained as {got}, but {want} was requested")
     model = mod.quant_model(weight_bits, act_bits, input_bits)
-    if card.get("widths"):  # structured pruning shrank the layers
+    if card is not None and card.get("widths"):  # structured pruning shrank the layers
         check_widths(card["widths"], model, path)
         model = pruning.narrow(model, card["widths"])
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatch
-        raise FlowError(f"checkpoint {path} does not fit models/{model_name}.py "
-                        f"(W{weight_bits}A{act_bits} input {input_bits}): {e}") from e
-    # Loading a scale ends Brevitas' statistics phase; a module still in it got no scale
-    # (possible despite strict=True when BREVITAS_IGNORE_MISSING_KEYS is set).
-    unset = [n for n, m in _runtime_stats_modules(model).items() if m.counter <= m.collect_stats_steps]
-    if unset:
-        raise FlowError(f"checkpoint {path} has no activation scale for {', '.join(unset)}")
+    load_state(model, state_dict, path, f"models/{model_name}.py (W{weight_bits}A{act_bits} input {input_bits})")
     return model.eval(), card
 
 

@@ -93,8 +93,11 @@ def test_truncated_checkpoint_names_path(tmp_path):
 
 def test_wrong_content_and_bits_are_refused(tmp_path):
     path = tmp_path / "other.pt"
-    torch.save({"weights": torch.zeros(3)}, path)
-    with pytest.raises(FlowError, match="not an fpga_flow checkpoint"):
+    torch.save([torch.zeros(3)], path)  # neither our format nor a state_dict (a plain one is accepted: #14)
+    with pytest.raises(FlowError, match="neither a state_dict"):
+        train.load_checkpoint(MODEL, path)
+    torch.save({"weights": torch.zeros(3)}, path)  # a state_dict of another model
+    with pytest.raises(FlowError, match="does not fit .*missing keys: .*unexpected keys: weights"):
         train.load_checkpoint(MODEL, path)
     good = train.save_checkpoint(_qat_steps(2), dict(CARD), tmp_path / "good.pt")
     with pytest.raises(FlowError, match="was trained as"):

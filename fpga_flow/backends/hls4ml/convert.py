@@ -23,6 +23,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from ... import precision
 from ...codegen import TEMPLATES, BuildPlan, render
 from ...config import BuildConfig
+from ...errors import FlowError
 from ...golden import input_quantizer
 from . import estimate, kernels
 
@@ -49,6 +50,9 @@ def _is_quantizer_type(p) -> bool:
             or getattr(p, "saturation_mode", SaturationMode.WRAP) != SaturationMode.WRAP)
 
 
+HLS_LAYER_KEYS = {"reuse_factor": "ReuseFactor", "strategy": "Strategy"}  # BuildConfig.layers -> hls4ml
+
+
 def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR):
     """Convert and set exact precisions; returns (hls4ml ModelGraph, per-layer info)."""
     import hls4ml
@@ -63,6 +67,11 @@ def convert(model: ModelWrapper, cfg: BuildConfig, output_dir: str = PROJECT_DIR
     hlscfg.setdefault("LayerName", {})["global_in"] = {"Precision": {"result": str(in_type)}}
     for layer_cfg in hlscfg["LayerName"].values():
         layer_cfg["Trace"] = bool(cfg.extra.get("trace", False))
+    for name, over in cfg.layers.items():  # [layers.<name>] of a config file (BuildConfig validated the values)
+        if name not in hlscfg["LayerName"] or name == "global_in":
+            layers = [n for n in hlscfg["LayerName"] if n != "global_in" and not re.search(r"_param\d+$", n)]
+            raise FlowError(f"[layers.{name}] names no layer of this model; its layers: {', '.join(layers)}")
+        hlscfg["LayerName"][name].update({HLS_LAYER_KEYS[k]: v for k, v in over.items()})
     with _quiet():
         hm = hls4ml.converters.convert_from_onnx_model(
             model, output_dir=output_dir, project_name=cfg.project_name, io_type=cfg.io_type, backend="Vitis",

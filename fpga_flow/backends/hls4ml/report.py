@@ -111,6 +111,9 @@ def markdown(rep: dict) -> str:
     rate = lambda v: "-" if not v else f"{v:,.0f} images/s"  # noqa: E731
     lines = [f"# {rep['model']}: {'bit-exact' if rep['mismatches'] == 0 else 'NOT bit-exact'}", "",
              summary(rep), "", f"> {rep['output']['note']}", "",
+             *([f"> {rep['source']['golden']} ({rep['source']['path']})", ""]
+               if (rep.get("source") or {}).get("golden") else []),
+             *[f"> **warning**: {w}" for w in (rep.get("source") or {}).get("warnings", [])],
              "## Verification (compared with `==`, no tolerance)", "",
              "| comparison | images | bit-exact | max abs diff |", "|---|---:|---:|---:|"]
     for c in rep["comparisons"]:
@@ -125,7 +128,10 @@ def markdown(rep: dict) -> str:
     if rep.get("float_scaled"):
         lines += _float_scaled_md(rep["float_scaled"])
     card = rep.get("checkpoint_card") or {}
-    lines += ["", "## Accuracy (MNIST test images used here)", "",
+    used = (rep.get("source") or {}).get("dataset")
+    what = (f"{used['name']} test images used here, sha256 {used['sha256'][:12]}" if used else
+            "inputs given to the API or seeded random ones" if rep.get("source") else "MNIST test images used here")
+    lines += ["", f"## Accuracy ({what})", "",
               "| model | accuracy |", "|---|---:|",
               f"| float (checkpoint card) | {pct(acc['float'])} |",
               f"| quantized, Brevitas torch | {pct(acc['quantized'])} |",
