@@ -1,4 +1,7 @@
-"""The QONNX preparation hls4ml documents: cleanup, channels-last, Gemm -> MatMul, cleanup."""
+"""The QONNX preparation hls4ml documents: cleanup, channels-last, Gemm -> MatMul, cleanup.
+
+First the float ops the host runs (an input pre-processing, a final TensorNorm) leave the graph
+(``host_ops.strip``, recorded in its metadata): the hardware graph starts at the input quantizer."""
 
 from __future__ import annotations
 
@@ -13,11 +16,13 @@ from qonnx.transformation.gemm_to_matmul import GemmToMatMul
 from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.util.cleanup import cleanup_model
 
+from . import host_ops
+
 
 def prepare_for_hls4ml(model: ModelWrapper) -> ModelWrapper:
     with warnings.catch_warnings():  # GemmToMatMul warns about Gemm opset versions it handles fine here
         warnings.simplefilter("ignore")
-        model = cleanup_model(add_zero_gemm_bias(model))
+        model = cleanup_model(add_zero_gemm_bias(host_ops.strip(model)))
         model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
         model = model.transform(GemmToMatMul())
         return reinfer_datatypes(cleanup_model(model))
