@@ -20,6 +20,7 @@ they travel with every later artifact. :func:`prefix` / :func:`suffix` find them
 from __future__ import annotations
 
 import ast
+import copy
 import json
 from dataclasses import asdict, dataclass
 
@@ -173,7 +174,8 @@ def _ops(model: ModelWrapper, nodes: list, start: str) -> list[HostOp]:
 
 
 def strip(model: ModelWrapper) -> ModelWrapper:
-    """Remove the prefix and the suffix from ``model`` (in place) and record them in its metadata."""
+    """A copy of ``model`` without the prefix and the suffix, which are recorded in its metadata."""
+    model = ModelWrapper(copy.deepcopy(model.model))
     pre_nodes, quant, _ = prefix(model)
     post_nodes = suffix(model)
     pre = _ops(model, pre_nodes, model.graph.input[0].name)
