@@ -78,8 +78,9 @@ class CheckSupported(Transformation):
             if node.name in on_host:
                 continue
             if node.op_type not in SUPPORTED_OPS:
-                raise FlowError(f"{where(node)} is not supported by the hls4ml flow{_hint(model, node)}. "
-                                f"Supported: {listing}")
+                o = host_ops.origin(node)
+                raise FlowError(f"node {node.name!r} ({node.op_type}) is not supported by the hls4ml flow"
+                                f"{f' (it comes from {o})' if o else ''}{_hint(model, node)}. Supported: {listing}")
         if in_quant is None:  # after the op check: a more specific refusal is not masked by this one
             what = f"{where(stop)} reads it" if stop is not None else "nothing reads it"
             raise FlowError(f"the model's input is not quantized: {what}, where a Brevitas QuantIdentity (QONNX "
@@ -88,7 +89,7 @@ class CheckSupported(Transformation):
                             "Reshape / Flatten and Mul / Add / Sub / Div by constants may come before it (they run "
                             "on the host)")
         if post and not float_scaled:
-            raise FlowError(f"{where(post[0])}: float ops after the last layer ({_module_hint(post[0])}) are run on "
+            raise FlowError(f"{where(post[0])}: float ops after the last layer are run on "
                             "the host only for float-scaled models (BatchNorm or float scales); here the hardware "
                             "output is checked against QONNX, which includes them: end the model at its last layer "
                             "and apply them outside it")
@@ -184,15 +185,10 @@ _TO_OUTPUT = ("Add", "Reshape", "Flatten", "Transpose", "MaxPool", "BatchNormali
 def _hint(model: ModelWrapper, node) -> str:
     """What to do about an unsupported node that is the usual suspect (a TensorNorm-like float affine)."""
     if node.op_type in host_ops.ELEMENTWISE:
-        return (f" ({_module_hint(node)}: float arithmetic in the hardware graph; constants are supported only "
-                "before the input quantizer or after the last layer, where the host runs them)")
+        return ("; float arithmetic inside the hardware graph is not supported: constants are applied only before "
+                "the input quantizer or after the last layer, where the host runs them; move it there, or fold it "
+                "into a BatchNorm between a layer and its quantizer")
     return ""
-
-
-def _module_hint(node) -> str:
-    cls = host_ops.class_of(node)
-    mod = host_ops.module_of(node)
-    return f"from {cls or 'the module'}{f' {mod}' if mod else ''}" if (cls or mod) else "from the model's forward"
 
 
 def _check_float_scaled_output(model: ModelWrapper, on_host: set | frozenset = frozenset()) -> None:

@@ -37,42 +37,53 @@ QUANTIZERS = ("Quant", "BipolarQuant")
 MACS = ("Gemm", "MatMul", "Conv")
 
 
+_NOT_MODULES = ("aten.", "prim.", "onnx_symbolic", "brevitas.export", "torch.ops", "<built-in")
+
+
+def _scopes(node) -> list[tuple[str, str]]:
+    """(module path, module class) from the root module down to the deepest one a node was exported in, as
+    the dynamo exporter records them (``pkg.torch.onnx.name_scopes`` / ``class_hierarchy``, paired); the
+    trailing entries that name the op itself (``aten.sub.Tensor``) and export handlers are dropped."""
+    props = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
+        classes = ast.literal_eval(props.get("pkg.torch.onnx.class_hierarchy", "[]"))
+    except (ValueError, SyntaxError):
+        return []
+    out = []
+    for scope, cls in zip(scopes, classes):
+        if not isinstance(scope, str) or not isinstance(cls, str) or cls.startswith(_NOT_MODULES):
+            continue
+        if "export_handler" in scope or scope.startswith("_"):
+            continue
+        out.append((scope, cls.rsplit(".", 1)[-1]))
+    return out
+
+
 def module_of(node) -> str | None:
-    """The PyTorch module a node came from, as the dynamo exporter records it (``pkg.torch.onnx.name_scopes``),
-    e.g. ``features.13``; None when the graph was not exported by it."""
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = [s for s in ast.literal_eval(p.value) if isinstance(s, str)]
-            except (ValueError, SyntaxError):
-                return None
-            scopes = [s for s in scopes if s and "export_handler" not in s and not s.startswith("_")]
-            return max(scopes, key=len) if scopes else None
-    return None
+    """The PyTorch module a node came from (``features.15``); None for the root module or an unrecorded one."""
+    sc = _scopes(node)
+    return sc[-1][0] or None if sc else None
 
 
 def class_of(node) -> str | None:
-    """The PyTorch class of that module (``TensorNorm``), from ``pkg.torch.onnx.class_hierarchy``."""
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.class_hierarchy":
-            try:
-                classes = [c for c in ast.literal_eval(p.value) if isinstance(c, str)]
-            except (ValueError, SyntaxError):
-                return None
-            classes = [c for c in classes if not c.startswith(("brevitas.export", "onnx_symbolic", "torch.ops"))]
-            return classes[-1].rsplit(".", 1)[-1] if classes else None
-    return None
+    """The class of that module (``TensorNorm``); the root module's class for ops in its own ``forward``."""
+    sc = _scopes(node)
+    return sc[-1][1] if sc else None
+
+
+def origin(node) -> str:
+    """``module features.13 (TensorNorm)``: the PyTorch module a node came from, or "" when unrecorded."""
+    mod, cls = module_of(node), class_of(node)
+    if mod:
+        return f"module {mod}{f' ({cls})' if cls else ''}"
+    return f"{cls}.forward" if cls else ""
 
 
 def where(node) -> str:
-    """``node 'Sub_1' (Sub, module features.13: TensorNorm)``: the ONNX node and the PyTorch module it came from."""
-    mod, cls = module_of(node), class_of(node)
-    extra = f", module {mod}" if mod else ""
-    if cls and mod:
-        extra += f": {cls}"
-    elif cls:
-        extra = f", in {cls}.forward"
-    return f"node {node.name!r} ({node.op_type}{extra})"
+    """``node 'Sub_1' (Sub) of module features.13 (TensorNorm)``: the ONNX node and the PyTorch module."""
+    o = origin(node)
+    return f"node {node.name!r} ({node.op_type}){f' of {o}' if o else ''}"
 
 
 @dataclass(frozen=True)
