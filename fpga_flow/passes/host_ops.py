@@ -122,8 +122,8 @@ def _host_op(model: ModelWrapper, node, data: str) -> HostOp | None:
         return HostOp("Flatten", node.name, [], []) if axis == 1 else None
     if node.op_type == "Reshape":
         shape = model.get_initializer(node.input[1])
-        if node.input[0] != data or shape is None or len(shape) < 1:
-            return None
+        if node.input[0] != data or shape is None or len(shape) < 1 or int(shape[0]) not in (1, -1):
+            return None  # the host keeps the batch axis: x.view(B, ...) exports as [1, ...] or [-1, ...]
         return HostOp("Reshape", node.name, [int(v) for v in shape], [len(shape)])
     if node.op_type not in ELEMENTWISE or len(node.input) != 2:
         return None
