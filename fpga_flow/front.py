@@ -150,8 +150,7 @@ def _golden_float_scaled(state: State) -> State:
     # reference rounded to float32 (every other tensor of the lowered graph is an integer below 2^24)
     checks.append(compare.exact("QONNX (lowered graph, float32) vs integer-accumulator reference in float32",
                                 state.ref["qonnx_lowered"], out[:k].astype(np.float32)))
-    final = low.layers[-1]
-    logits = out * final.final_scale if final.chain is None else out
+    logits = low.logits(out)  # the final accumulator scaled, then the host's ops after it (a TensorNorm)
     # every device the forward ran on is compared with the integer reference, and the stored torch_<dev>
     # outputs must be the ones compared (per-device record in state.float_agreement["devices"], #16)
     if state.module is not None:

@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from .compare import exact
 from .errors import FlowError
+from .passes import host_ops
 from .quant import QuantSpec
 
 try:  # qonnx runs single nodes of opset-1 graphs through onnxruntime, which warns on every call
@@ -239,18 +240,22 @@ def qonnx_trace(model: ModelWrapper, x1: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def input_quantizer(model: ModelWrapper) -> dict:
-    """Parameters of the Quant node on the graph input: the hardware's input type."""
-    iname, _ = _io(model)
-    for node in model.graph.node:
-        if node.op_type == "Quant" and node.input[0] == iname:
-            q = QuantSpec.of(model, node)
-            return dict(scale=float(q.scale.ravel()[0]), zeropt=float(q.zeropt.ravel()[0]), bits=q.int_bits,
-                        signed=q.signed, narrow=q.narrow, rounding_mode=q.rounding_mode)
+    """Parameters of the Quant node on the graph input (after any host pre-processing, ``host_ops``): the
+    hardware's input type."""
+    _, node, _ = host_ops.prefix(model)
+    if node is not None and node.op_type == "Quant":
+        q = QuantSpec.of(model, node)
+        return dict(scale=float(q.scale.ravel()[0]), zeropt=float(q.zeropt.ravel()[0]), bits=q.int_bits,
+                    signed=q.signed, narrow=q.narrow, rounding_mode=q.rounding_mode)
     raise FlowError("the graph input is not followed by a Quant node (no input quantizer)")
 
 
 def quantize_input(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
-    """Apply the graph's input quantizer: the values the hardware receives (exact on its grid)."""
+    """The host's pre-processing (if any: ``host_ops``, torch float32 as Brevitas runs it), then the graph's
+    input quantizer: the values the hardware receives (exact on its grid)."""
     q = input_quantizer(model)
+    pre = host_ops.pre_ops(model)
+    if pre:
+        x = host_ops.apply(pre, x).numpy()
     return quant(x, np.float32(q["scale"]), np.float32(q["zeropt"]), np.float32(q["bits"]), q["signed"],
                  q["narrow"], q["rounding_mode"]).astype(np.float32)

@@ -43,6 +43,14 @@ class OutQuant:
     signed: bool
     narrow: bool
     rounding_mode: str = "ROUND"
+    bipolar: bool = False  # QONNX BipolarQuant (Brevitas 1-bit BINARY): codes -1 / +1, held as 2-bit signed
+
+    @classmethod
+    def bipolar_codes(cls, scale: float) -> "OutQuant":
+        """A BipolarQuant: ``code = +1 if v >= 0 else -1`` (QONNX ``binary_quant`` and Brevitas' ``binary_sign``
+        both test the value itself, before any scaling; a clamp to [-scale, scale] never changes the sign).
+        Its codes fit a 2-bit signed narrow integer, so the hardware types need nothing new."""
+        return cls(scale=scale, zeropt=0.0, bits=2, signed=True, narrow=True, bipolar=True)
 
     def code_range(self) -> tuple[int, int]:
         if self.signed:
@@ -52,6 +60,8 @@ class OutQuant:
 
     def codes(self, v: torch.Tensor) -> torch.Tensor:
         """float32 values -> integer codes (as float32 tensors), Brevitas' / QONNX's op order."""
+        if self.bipolar:
+            return torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
         if self.rounding_mode not in ROUNDING:
             raise FlowError(f"rounding mode {self.rounding_mode} is not supported (supported: {', '.join(ROUNDING)})")
         y = v / torch.tensor(self.scale, dtype=torch.float32)

@@ -12,6 +12,12 @@ After this pass every tensor between layers holds integer codes:
   fixed grid: ``acc + round(b * 2^F / s_c) / 2^F`` (F = 16 where it fits float32 exactly), in units of
   ``s_c``, the logit's scale per output.
 
+1-bit (``BipolarQuant``, values -1/+1): weights become codes -1/+1 behind a 2-bit signed narrow Quant of
+scale 1 (the integer MAC is exact); a bipolar activation is a ``Requant`` with two equal thresholds, so
+``base + dir * #(acc >= T)`` jumps from -1 straight to +1 (docs/bnn-pynq.md). Float ops the host runs (an
+input pre-processing, a final TensorNorm: ``host_ops``) are read from the graph's metadata into
+:class:`Lowered`.
+
 Anything else on that path (a float activation reaching a layer, a pool between a layer and its
 quantizer, a zero point, LogSoftmax after float logits ...) is refused naming the node.
 """
@@ -31,6 +37,7 @@ from .. import requant
 from ..custom_op import DOMAIN
 from ..errors import FlowError
 from ..quant import QuantSpec, attributes, constant
+from . import host_ops
 
 PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose")
 MAC = ("Conv", "MatMul")
@@ -68,14 +75,35 @@ class Lowered:
     model: ModelWrapper
     input_quant: requant.OutQuant
     layers: list[Layer]
+    pre: list = field(default_factory=list)  # host_ops.HostOp before the input quantizer
+    post: list = field(default_factory=list)  # host_ops.HostOp after the last layer's output
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Images -> the integer input codes the hardware receives (Brevitas' input quantizer)."""
-        return self.input_quant.codes(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy().astype(np.float32)
+        """Images -> the integer input codes the hardware receives: the host's pre-processing (if the model
+        has one), then Brevitas' input quantizer, both in torch float32 as Brevitas' forward runs them."""
+        return self.input_quant.codes(host_ops.apply(self.pre, x)).numpy().astype(np.float32)
+
+    def logits(self, out: np.ndarray) -> np.ndarray:
+        """The hardware's output -> what the module returns: a final accumulator scaled to float32 logits
+        (``acc * s_c``), then the host's float ops after it (a TensorNorm), if any. Exact where Brevitas' own
+        float32 sum is (integer-valued products below 2^24, e.g. every bnn_pynq network)."""
+        final = self.layers[-1]
+        if final.chain is not None:
+            v = np.asarray(out, dtype=np.float64)
+        else:
+            v = (np.asarray(out, dtype=np.float64).reshape(len(out), -1) * final.final_scale).reshape(np.shape(out))
+        if not self.post:
+            return v
+        return host_ops.apply(self.post, v.astype(np.float32)).numpy()
 
 
 
 def _out_quant(model: ModelWrapper, node) -> requant.OutQuant:
+    if node.op_type == "BipolarQuant":
+        scale = _bipolar_scale(model, node)
+        if scale.size != 1:
+            raise FlowError(f"{host_ops.where(node)}: per-channel activation scales are not supported")
+        return requant.OutQuant.bipolar_codes(float(scale.ravel()[0]))
     q = QuantSpec.of(model, node)
     if not q.zero_point_is_zero:
         raise FlowError(f"node {node.name!r} (Quant): a non-zero zero point is not supported")
@@ -90,9 +118,36 @@ def _set_unit_scale(model: ModelWrapper, node) -> None:
     model.set_initializer(node.input[1], np.array(1.0, dtype=np.float32))
 
 
+def _bipolar_scale(model: ModelWrapper, node) -> np.ndarray:
+    scale = model.get_initializer(node.input[1])
+    if scale is None:
+        raise FlowError(f"{host_ops.where(node)}: its scale is not a constant")
+    scale = np.asarray(scale, dtype=np.float32)
+    if np.any(scale <= 0):
+        raise FlowError(f"{host_ops.where(node)}: a BipolarQuant scale must be positive")
+    return scale
+
+
+def _as_int_quant(model: ModelWrapper, node) -> None:
+    """Replace a BipolarQuant whose input already holds codes -1/+1 by the equivalent 2-bit signed narrow
+    Quant of scale 1 (an identity on those codes) that hls4ml and the integer reference read as any Quant."""
+    names = [f"{node.name}_as_int{s}" for s in ("_scale", "_zeropt", "_bits")]
+    for n, v in zip(names, (1.0, 0.0, 2.0)):
+        model.set_initializer(n, np.array(v, dtype=np.float32))
+    q = helper.make_node("Quant", [node.input[0], *names], [node.output[0]], domain="qonnx.custom_op.general",
+                         name=f"{node.name}_as_int", signed=1, narrow=1, rounding_mode="ROUND")
+    idx = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    model.graph.node.insert(idx, q)
+
+
 def _weight_codes(model: ModelWrapper, node) -> tuple[np.ndarray, np.ndarray]:
     """(integer codes of the weights, their scale broadcast to the weights' shape) of a weight Quant."""
     w = model.get_initializer(node.input[0])
+    if node.op_type == "BipolarQuant":  # Brevitas: binary_sign(clamp(w)) * scale; the sign of w itself
+        scale = _bipolar_scale(model, node)
+        codes = np.where(np.asarray(w, dtype=np.float32) >= 0, 1.0, -1.0).astype(np.float32)
+        return codes, np.broadcast_to(scale, np.shape(w))
     scale = np.asarray(model.get_initializer(node.input[1]), dtype=np.float32)
     q = _weight_quant(model, node)
     y = torch.from_numpy(np.array(w, dtype=np.float32)) / torch.from_numpy(scale.copy())  # Brevitas: w / scale
@@ -129,7 +184,7 @@ def _const_value(model: ModelWrapper, name: str, where: str) -> np.ndarray:
 def is_float_scaled(model: ModelWrapper) -> bool:
     """Whether the graph needs this pass: a Quant scale that is not one power of two, or BatchNorm."""
     for node in model.graph.node:
-        if node.op_type == "BatchNormalization":
+        if node.op_type in ("BatchNormalization", "BipolarQuant"):  # BipolarQuant: lowered to codes -1/+1
             return True
         if node.op_type == "Quant":
             s = model.get_initializer(node.input[1])
@@ -159,17 +214,21 @@ class _Lowering:
     def run(self) -> Lowered:
         m = self.m
         iname = m.graph.input[0].name
-        first = next((n for n in m.graph.node if n.op_type == "Quant" and n.input[0] == iname), None)
+        first = next((n for n in m.graph.node if n.op_type in host_ops.QUANTIZERS and n.input[0] == iname), None)
         if first is None:
             raise FlowError("the model's input is not quantized: start it with a Brevitas QuantIdentity")
         in_q = _out_quant(m, first)
-        _set_unit_scale(m, first)
+        if first.op_type == "BipolarQuant":  # the hardware input is the codes -1/+1
+            _as_int_quant(m, first)
+            first = next(n for n in m.graph.node if n.output[0] == first.output[0])
+        else:
+            _set_unit_scale(m, first)
         self.codes[first.output[0]] = (in_q.scale, *in_q.code_range())
         for node in list(m.graph.node):
             if node.name in self.done:
                 continue
             op, where = node.op_type, f"node {node.name!r} ({node.op_type})"
-            if op == "Quant":
+            if op in host_ops.QUANTIZERS:
                 if node is first or m.get_initializer(node.input[0]) is not None:
                     continue  # input quantizer (done) or a weight / bias quantizer (read by its layer)
                 raise FlowError(f"{where}: a quantizer that does not follow a conv / fully connected layer "
@@ -190,7 +249,8 @@ class _Lowering:
         for node in self.remove:
             m.graph.node.remove(node)
         _drop_dead_nodes(m)
-        return Lowered(cleanup_model(m), in_q, self.layers)
+        return Lowered(cleanup_model(m), in_q, self.layers, host_ops.recorded(m, host_ops.PRE_KEY),
+                       host_ops.recorded(m, host_ops.POST_KEY))
 
     def mac(self, node, where: str) -> None:
         m = self.m
@@ -200,13 +260,16 @@ class _Lowering:
                             "QuantIdentity before it")
         s_x, xlo, xhi = self.codes[x]
         wq = m.find_producer(node.input[1])
-        if wq is None or wq.op_type != "Quant" or m.get_initializer(wq.input[0]) is None:
+        if wq is None or wq.op_type not in host_ops.QUANTIZERS or m.get_initializer(wq.input[0]) is None:
             raise FlowError(f"{where}: its weights are not quantized constants (use a Brevitas Quant layer)")
         w_codes, w_scale = _weight_codes(m, wq)
         axis = 0 if node.op_type == "Conv" else w_codes.ndim - 1
         s_w = _per_output(w_scale, axis, where)
         m.set_initializer(wq.input[0], w_codes)
-        _set_unit_scale(m, wq)
+        if wq.op_type == "BipolarQuant":
+            _as_int_quant(m, wq)
+        else:
+            _set_unit_scale(m, wq)
         w_oc = np.moveaxis(w_codes, axis, -1).reshape(-1, w_codes.shape[axis]).astype(np.int64)  # (fan_in, C)
         lo = np.minimum(w_oc * xlo, w_oc * xhi).sum(axis=0)
         hi = np.maximum(w_oc * xlo, w_oc * xhi).sum(axis=0)
@@ -236,7 +299,7 @@ class _Lowering:
                 bn = dict(gamma=g, beta=b, mean=mean, var=var, eps=float(a.get("epsilon", 1e-5)))
             elif nxt.op_type == "Relu" and not relu:
                 relu = True
-            elif nxt.op_type == "Quant":
+            elif nxt.op_type in host_ops.QUANTIZERS:
                 chain_nodes.append(nxt)
                 out_q = _out_quant(m, nxt)
                 chain = requant.Chain(name=f"{node.name} ({node.op_type})", scale=scale, out=out_q, bias=bias,

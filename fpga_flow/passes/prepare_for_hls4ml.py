@@ -1,26 +1,58 @@
-"""The QONNX preparation hls4ml documents: cleanup, channels-last, Gemm -> MatMul, cleanup."""
+"""The QONNX preparation hls4ml documents: cleanup, channels-last, Gemm -> MatMul, cleanup.
+
+First the float ops the host runs (an input pre-processing, a final TensorNorm) leave the graph
+(``host_ops.strip``, recorded in its metadata): the hardware graph starts at the input quantizer."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
 
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation import channels_last as _channels_last
 from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
 from qonnx.transformation.gemm_to_matmul import GemmToMatMul
 from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.util import onnx as _qonnx_onnx
 from qonnx.util.cleanup import cleanup_model
+
+from . import host_ops
 
 
 def prepare_for_hls4ml(model: ModelWrapper) -> ModelWrapper:
-    with warnings.catch_warnings():  # GemmToMatMul warns about Gemm opset versions it handles fine here
-        warnings.simplefilter("ignore")
-        model = cleanup_model(add_zero_gemm_bias(model))
+    with warnings.catch_warnings(), _bipolar_moves_like_quant(model):  # GemmToMatMul warns about Gemm opset
+        warnings.simplefilter("ignore")  # versions it handles fine here
+        model = cleanup_model(add_zero_gemm_bias(host_ops.strip(model)))
         model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
         model = model.transform(GemmToMatMul())
         return reinfer_datatypes(cleanup_model(model))
+
+
+@contextlib.contextmanager
+def _bipolar_moves_like_quant(model: ModelWrapper):
+    """qonnx's channels-last pass moves a Transpose through a Quant (elementwise, per-tensor) but not through a
+    BipolarQuant, so a 1-bit activation after a conv kept a Transpose between the conv and its BatchNorm
+    (CNV_1W1A). A BipolarQuant with a one-element scale is as elementwise as that Quant (``sign(x) * s``):
+    for this call only, it is added to qonnx's lists of ops a Transpose moves through (up and down)."""
+    scalar = all(np.size(model.get_initializer(n.input[1])) == 1 for n in model.graph.node
+                 if n.op_type == "BipolarQuant" and model.get_initializer(n.input[1]) is not None)
+    nodes = _channels_last._move_through_nodes
+    add = scalar and "BipolarQuant" not in nodes
+    add_eltwise = scalar and "BipolarQuant" not in _qonnx_onnx.eltwise_optypes
+    if add:
+        nodes.append("BipolarQuant")
+    if add_eltwise:
+        _qonnx_onnx.eltwise_optypes.add("BipolarQuant")
+    try:
+        yield
+    finally:
+        if add:
+            nodes.remove("BipolarQuant")
+        if add_eltwise:
+            _qonnx_onnx.eltwise_optypes.discard("BipolarQuant")
 
 
 def add_zero_gemm_bias(model: ModelWrapper) -> ModelWrapper:
