@@ -58,7 +58,7 @@ help:
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
-	@echo "make hls MODEL=mlp_tiny BACKEND=rtl   our Verilog == golden in Verilator, yosys counts (make rtl: the same)"
+	@echo "make hls MODEL=convnet BACKEND=rtl    our folded streaming Verilog == golden in Verilator, yosys counts, nextpnr Fmax"
 	@echo "make hls MODEL=mlp BACKEND=finn      FINN: every stage == golden, FINN's estimates (installs the finn extra)"
 	@echo "make models | make clean             list models | remove build/"
 	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(VENV)/bin/python -m fpga_flow hls --help"

@@ -35,7 +35,8 @@ class Backend:
 REGISTRY = {
     "hls4ml": ("fpga_flow.backends.hls4ml", "", "hls4ml (Vitis HLS) project, g++ C simulation == golden, estimate"),
     "finn": ("fpga_flow.backends.finn", "_finn", "FINN: every stage's Python execution == golden, FINN's estimates"),
-    "rtl": ("fpga_flow.backends.rtl", "_rtl", "our Verilog (da4ml: dense layers), Verilator == golden, yosys counts"),
+    "rtl": ("fpga_flow.backends.rtl", "_rtl", "our folded streaming Verilog (or da4ml dense), Verilator == golden, "
+                                            "yosys counts, nextpnr Fmax"),
 }
 
 
