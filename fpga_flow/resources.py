@@ -20,14 +20,11 @@ DEFAULT_OUT = Path("build")
 
 
 def _package_folder(name: str) -> Path:
-    """``fpga_flow.<name>`` as a folder: the installed package data, or the checkout's top-level folder."""
-    try:
-        p = Path(str(resources.files(f"fpga_flow.{name}")))
-        if p.is_dir():
-            return p
-    except ModuleNotFoundError:  # a source checkout run without installing it
-        pass
-    return Path(__file__).resolve().parent.parent / name
+    """``fpga_flow/<name>`` as installed from a wheel, else the checkout's top-level folder (editable installs
+    and ``python -m`` in a checkout). The data folders have no ``__init__.py``, so they are reached through
+    the ``fpga_flow`` package itself rather than as packages of their own."""
+    installed = Path(str(resources.files("fpga_flow") / name))
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / name
 
 
 def templates_dir() -> Path:
