@@ -192,10 +192,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     torch.set_num_threads(a.threads)
     augment = None if a.augment == "none" else a.augment
     if a.float:
-        from . import distill
-        out = Path(a.out) if a.out else distill.float_checkpoint_path(a.model)
+        from . import distill, zoo
+        dataset = a.dataset or getattr(zoo.load(a.model), "DATASET", None)
+        out = Path(a.out) if a.out else distill.float_checkpoint_path(a.model, dataset)
         card = train.train_float(a.model, epochs=a.epochs, seed=a.seed, device=a.device, data_path=a.data,
-                                 augment=augment, progress=not a.quiet, out=out)
+                                 augment=augment, progress=not a.quiet, out=out, dataset=dataset)
         print(f"{a.model} float: test accuracy {card['test_accuracy']:.2%} in {card['train_seconds']:.0f} s; "
               f"checkpoint written to {out}")
         return 0

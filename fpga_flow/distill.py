@@ -1,8 +1,8 @@
-"""Knowledge distillation: a float teacher (the seed model, seed normalisation) for quantized students.
+"""Knowledge distillation: a float teacher (the seed model, its dataset's normalisation) for quantized students.
 
 The teacher is ``models/<name>.py``'s ``float_model()`` trained on
-inputs normalised with the seed's mean and std (``data.MEAN``, ``data.STD``), exactly as the seed example
-trains it. Wrapped in
+inputs normalised with its training dataset's mean and std (``data.Dataset.mean/std``: for MNIST the seed
+example's ``data.MEAN``, ``data.STD``; its card records which). Wrapped in
 :class:`Normalized` it takes the students' input (pixels in [0, 1]), so one batch
 (augmented or not) feeds both. The loss is Hinton et al.'s:
 
@@ -38,18 +38,32 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
 
 
 class Normalized(nn.Module):
-    """The float model on [0, 1] pixels: applies the seed normalisation ``(x - mean) / std`` first."""
+    """The float model on [0, 1] pixels: applies ``(x - mean) / std`` first, per channel, with the statistics
+    of the dataset it is trained on (``data.get(name).mean/std``; MNIST's, the seed's, by default)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...] = (data.MEAN,),
+                 std: tuple[float, ...] = (data.STD,)) -> None:
         super().__init__()
+        if len(mean) != len(std):
+            raise FlowError(f"normalisation: {len(mean)} means but {len(std)} stds")
         self.model = model
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - data.MEAN) / data.STD)
+        if len(self.mean) == 1:  # one channel (or a flat input): the scalars, as the seed example applies them
+            return self.model((x - self.mean[0]) / self.std[0])
+        if x.dim() != 4 or x.shape[1] != len(self.mean):
+            raise FlowError(f"normalisation has {len(self.mean)} channels; the input has shape {tuple(x.shape)}")
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return self.model((x - mean) / std)
 
 
-def float_checkpoint_path(model_name: str) -> Path:
-    return zoo.output_checkpoint_path(model_name, 32, 32).with_name(f"{model_name}_float.pt")
+def float_checkpoint_path(model_name: str, dataset: str | None = None) -> Path:
+    """``<name>_float.pt``; another dataset than MNIST adds its name, so an MNIST teacher is never replaced."""
+    name = data.get(dataset).name
+    tag = "" if name == data.DEFAULT_DATASET else f"_{name.replace('-', '_')}"
+    return zoo.output_checkpoint_path(model_name, 32, 32).with_name(f"{model_name}_float{tag}.pt")
 
 
 def load_teacher(model_name: str, path: str | os.PathLike | None = None) -> nn.Module:
@@ -64,8 +78,18 @@ def load_teacher(model_name: str, path: str | os.PathLike | None = None) -> nn.M
             raise FlowError(f"{path} is not a float (teacher) checkpoint")
         net = zoo.load(model_name).float_model()
         net.load_state_dict(ckpt["state_dict"], strict=True)
+        mean, std = normalisation(ckpt["card"])
     except FlowError:
         raise
     except Exception as e:  # noqa: BLE001 - corrupt file, wrong model
         raise FlowError(f"cannot load teacher {path}: {type(e).__name__}: {e}") from e
-    return Normalized(net).eval()
+    return Normalized(net, mean, std).eval()
+
+
+def normalisation(card: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a float checkpoint was trained with: its card's, else its dataset's (a card without
+    ``dataset``, from before #14, is MNIST's)."""
+    if "norm_mean" in card and "norm_std" in card:
+        return tuple(card["norm_mean"]), tuple(card["norm_std"])
+    ds = data.get(card.get("dataset"))
+    return ds.mean, ds.std

@@ -580,22 +580,24 @@ def load_checkpoint(model_name: str, path: str | os.PathLike | None = None, weig
 def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
                 seed: int = 0, device: str | None = None, data_path: str | os.PathLike | None = None,
                 augment: str | None = None, limit: int | None = None, out: str | os.PathLike | None = None,
-                progress: bool = True) -> dict:
-    """Train the float seed model (Adam, cosine lr, seed normalisation); returns its card.
+                progress: bool = True, dataset: str | None = None) -> dict:
+    """Train the float seed model (Adam, cosine lr) on inputs normalised with the dataset's own mean and std
+    (``data.Dataset``; recorded in the card); returns its card.
 
     Same schedule, seeding and checkpoint format as :func:`fpga_flow.train.train`
-    (``{'state_dict', 'card'}`` + JSON card), default path ``<name>_float.pt``.
+    (``{'state_dict', 'card'}`` + JSON card), default path ``<name>_float[_<dataset>].pt``.
     """
     mod = zoo.load(model_name)
     device = device or default_device()
     aug = make_augmentation(augment)
-    path = Path(out) if out is not None else distill.float_checkpoint_path(model_name)
-    tr, te = data.load("train", data_path), data.load("test", data_path)
+    ds = data.get(dataset or getattr(mod, "DATASET", None))
+    path = Path(out) if out is not None else distill.float_checkpoint_path(model_name, ds.name)
+    tr, te = data.load("train", data_path, ds.name), data.load("test", data_path, ds.name)
     images, labels = (tr.images, tr.labels) if limit is None else (tr.images[:limit], tr.labels[:limit])
     n = len(images)
     with _deterministic(seed):
         net = mod.float_model()
-        model = distill.Normalized(net).to(device)
+        model = distill.Normalized(net, ds.mean, ds.std).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         shuffle = torch.Generator().manual_seed(seed)
         if aug is not None:
@@ -609,7 +611,8 @@ def train_float(model_name: str = "convnet", epochs: int = 20, batch_size: int =
     model = model.to("cpu").eval()
     acc = evaluate(model, te.images, te.labels, input_shape=mod.INPUT_SHAPE)
     card = dict(model=model_name, kind="float", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                augment=augment, limit=limit, data_sha256=tr.sha256, test_accuracy=acc,
+                augment=augment, limit=limit, dataset=ds.name, norm_mean=list(ds.mean),
+                norm_std=list(ds.std), data_sha256=tr.sha256, test_accuracy=acc,
                 test_images=len(te.images), train_images=n, train_seconds=round(elapsed, 3), device=device,
                 threads=torch.get_num_threads(), history=history, versions=_versions())
     save_checkpoint(net.cpu(), card, path)

@@ -79,3 +79,37 @@ def test_short_kd_run_records_teacher(tmp_path):
     assert 0.0 <= card["teacher_accuracy"] <= 1.0
     model, _ = train.load_checkpoint("convnet", tmp_path / "kd.pt", 2, 2)
     assert model.fc2.weight.shape == (10, 50)
+
+
+def test_float_model_normalises_with_its_datasets_statistics(tmp_path, monkeypatch):
+    """#14: the float model (teacher) is trained on inputs normalised with its dataset's mean/std, not MNIST's
+    on every dataset; the card records them and load_teacher applies them again."""
+    from tests.unit.test_byom import _idx_folder
+    fm = _idx_folder(tmp_path / "fm", 5)
+    ds = data.get("fashion-mnist")
+    assert (ds.mean, ds.std) != ((data.MEAN,), (data.STD,))  # otherwise this test could not tell them apart
+    monkeypatch.chdir(tmp_path)
+    card = train.train_float("mlp_tiny", epochs=1, batch_size=4, data_path=fm, dataset="fashion-mnist",
+                             augment=None, progress=False, device="cpu")
+    assert card["dataset"] == "fashion-mnist"
+    assert (tuple(card["norm_mean"]), tuple(card["norm_std"])) == (ds.mean, ds.std)
+    written = sorted(p.name for p in (tmp_path / "build" / "checkpoints").glob("*.pt"))
+    assert written == ["mlp_tiny_float_fashion_mnist.pt"]  # an MNIST teacher (mlp_tiny_float.pt) is kept
+    teacher = distill.load_teacher("mlp_tiny", tmp_path / "build" / "checkpoints" / written[0])
+    x = torch.rand(3, 49, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(teacher(x), teacher.model((x - ds.mean[0]) / ds.std[0]))
+        assert not torch.equal(teacher(x), teacher.model((x - data.MEAN) / data.STD))
+    assert distill.normalisation({}) == ((data.MEAN,), (data.STD,))  # a card from before #14: MNIST's
+    c = data.get("cifar10")
+    assert distill.normalisation({"dataset": "cifar10"}) == (c.mean, c.std)  # a card naming only its dataset
+
+
+def test_normalized_is_per_channel_for_colour_datasets():
+    c = data.get("cifar10")
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    n = distill.Normalized(torch.nn.Identity(), c.mean, c.std)
+    want = torch.stack([(x[:, i] - c.mean[i]) / c.std[i] for i in range(3)], dim=1)
+    assert torch.equal(n(x), want)
+    with pytest.raises(FlowError, match="normalisation has 3 channels"):
+        n(torch.rand(2, 1, 4, 4))
