@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import backends, data, front, runner, sources, zoo
+from . import backends, data, front, report, runner, sources, zoo
 from .config import BuildConfig, check_identifier
 from .errors import FlowError
 from .resources import DEFAULT_OUT, shown
@@ -128,8 +128,9 @@ def build(module: nn.Module | None, input_shape: tuple[int, ...], name: str = "m
         print(f"fpga-flow: warning: {warning}", file=sys.stderr)
     if module is None:  # the first step reads the user's file instead of exporting a module
         steps = [sources.step_export if s is front.step_export else s for s in steps]
-    if steps[-1] is backend.steps[-1]:  # a complete run records its effective config beside report.json
-        steps.append(step_save_config)
+    if steps[-1] is backend.steps[-1]:  # a complete run (or a re-verification): the report gets the per-layer
+        # value ranges, and the effective config is recorded beside report.json
+        steps += [report.step_value_ranges, step_save_config]
     state = runner.State(cfg=cfg, name=name + backend.suffix, module=None if module is None else module.eval(),
                          input_shape=tuple(input_shape),
                          out_dir=out, x=x, labels=y, checkpoint=checkpoint, progress=progress,
@@ -141,7 +142,7 @@ def build(module: nn.Module | None, input_shape: tuple[int, ...], name: str = "m
         all_steps = [None, *steps]
     else:
         all_steps = [sources.step_export if s is front.step_export and module is None else s
-                     for s in backend.steps] + [step_save_config]
+                     for s in backend.steps] + [report.step_value_ranges, step_save_config]
     state = runner.run(state, steps, all_steps, restore=None if reverify else backend.restore)
     return state.report or {}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backends
+from . import backends, profile
 from .resources import shown
 
 
@@ -119,3 +119,24 @@ def _finite(v):
 
 def dump(rep: dict) -> str:
     return json.dumps(_finite(rep), indent=1, default=float, allow_nan=False) + "\n"
+
+
+RANGES_FIGURE = "report-ranges.png"
+
+
+def step_value_ranges(state):
+    """Every backend's build, after its own report: per-layer value ranges (``fpga_flow.profile``) into
+    report.json (``value_ranges``), a section at the end of report.md and ``report-ranges.png``."""
+    p = state.path("report.json")
+    rep = state.report if state.report is not None else json.loads(p.read_text())
+    rep["value_ranges"] = prof = profile.of_state(state)
+    fig = state.path(RANGES_FIGURE)
+    drawn = profile.plot(prof, fig)
+    if not drawn:
+        fig.unlink(missing_ok=True)
+    p.write_text(dump(rep))
+    md = state.path("report.md")
+    md.write_text(md.read_text().rstrip("\n") + "\n" + "\n".join(profile.markdown(prof, RANGES_FIGURE if drawn
+                                                                                       else None)) + "\n")
+    state.report = rep
+    return state
