@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backends, profile
+from . import backends, front, golden, profile
 from .resources import shown
 
 
@@ -63,6 +63,26 @@ def common(state, main) -> dict:
         "torch_cuda_samples_per_s": state.ref_speed.get("cuda"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
+
+
+def data_used(rep: dict) -> str:
+    """What the accuracies were measured on, from report.json's ``source.dataset`` (never assumed MNIST)."""
+    used = (rep.get("source") or {}).get("dataset")
+    if used:
+        return f"{used['name']} {used['split']} images used here, sha256 {used['sha256'][:12]}"
+    return "inputs given to the API or seeded random ones"
+
+
+def output_note(state) -> str:
+    """Where the hardware's output ends, in the model's own terms: its last layer (read from the graph) and
+    whether the model's last op is a log_softmax (monotonic: the argmax of the logits is the prediction)."""
+    clean = front.model(state, "clean")
+    macs = [n.name for n in clean.graph.node if n.op_type in profile.MAC + ("Gemm",)]
+    last = f" ({macs[-1]}'s accumulator)" if macs else ""
+    if golden.final_log_softmax(clean) is not None:
+        return (f"The generated hardware ends at the logits{last}. The model's last op, log_softmax, is "
+                "monotonic, so the predicted class is the same; accuracies below are argmax of the logits.")
+    return f"The generated hardware ends at the logits{last}; accuracies below are argmax of the logits."
 
 
 def project_dir(state, sub: str) -> str:

@@ -15,6 +15,8 @@ import shutil
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from ... import report
+
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 # the FINN steps after the estimates, and what each needs (all vendor tools)
 NOT_RUN = (
@@ -144,7 +146,7 @@ def markdown(rep: dict) -> str:
               f"{found['vitis_hls']}, vivado {found['vivado']}. The flow stops after FINN's estimates; not run:", ""]
     lines += [f"- {x['step']}: needs {x['needs']} ({x['why']})" for x in f["not_run"]]
     acc = rep["accuracy"]
-    lines += ["", "## Accuracy (MNIST test images used here)", "", "| model | accuracy |", "|---|---:|",
+    lines += ["", f"## Accuracy ({report.data_used(rep)})", "", "| model | accuracy |", "|---|---:|",
               f"| float (checkpoint card) | {pct(acc['float'])} |",
               f"| quantized, Brevitas torch | {pct(acc['quantized'])} |",
               f"| FINN Python execution | {pct(acc['finn'])} |", "", "| step | wall time (s) |", "|---|---:|"]
