@@ -184,6 +184,20 @@ def of_state(state) -> dict:
             "note": None}
 
 
+def declare_backend_types(prof: dict, hw_layers: list[dict] | None) -> dict:
+    """Add ``backend_type`` to each accumulator row: the type the backend declared for that layer's accumulator
+    in report.json (``hw.layers[].accum``, named ``<Class>_<node>`` or fused from one), where it lists any. It may
+    be wider than the exact type (a bound taken from the weights' type rather than their values)."""
+    for r in prof["rows"]:
+        if r["what"] != "accumulator":
+            continue
+        for row in hw_layers or []:
+            names = [row.get("layer", ""), *row.get("fused_from", [])]
+            if row.get("accum") and any(n == r["layer"] or n.endswith("_" + r["layer"]) for n in names):
+                r["backend_type"] = row["accum"]
+    return prof
+
+
 def _fmt(pair, scale: float | None) -> str:
     if pair is None:
         return ""
@@ -197,19 +211,24 @@ def markdown(prof: dict, figure: str | None = None) -> list[str]:
     lines = ["", f"## Value ranges per layer (integer reference, {prof['images']:,} verified images)", ""]
     if not prof["rows"]:
         return lines + [prof.get("note") or "No layers."]
+    declared = any(r.get("backend_type") for r in prof["rows"])
     lines += ["What each tensor held against what its type can hold, in real units where one scale serves the "
               "tensor (else integer codes). Accumulators: the exact integer sum before the bias, typed as the "
               "smallest integer holding every sum its weights can reach from its input's type; *headroom* is the "
               "bits of the type the observed values did not need. Activations saturate by design: the share at "
               "the type's maximum is how often they clipped. Every observed value lies inside its type "
-              "(checked; a build whose values did not would stop).", "",
-              "| layer | what | type | type holds | weights can reach | observed | headroom (bits) | at max |",
-              "|---|---|---|---|---|---|---:|---:|"]
+              "(checked; a build whose values did not would stop)."
+              + (" *Backend's type*: the accumulator type the backend declared for the layer (it holds the bias "
+                 "too, and may be sized from the weights' type rather than their values)." if declared else ""), "",
+              "| layer | what | type | type holds | weights can reach | observed | headroom (bits) | at max |"
+              + (" backend's type |" if declared else ""),
+              "|---|---|---|---|---|---|---:|---:|" + ("---|" if declared else "")]
     for r in prof["rows"]:
         s = r["scale"]
         share = f"{r['at_max'] / r['values']:.1%}" if r["values"] else ""
         lines.append(f"| {r['layer']} | {r['what']} | {r['type']} | {_fmt(r['type_range'], s)} | "
-                     f"{_fmt(r['reachable'], s)} | {_fmt(r['observed'], s)} | {r['headroom_bits']} | {share} |")
+                     f"{_fmt(r['reachable'], s)} | {_fmt(r['observed'], s)} | {r['headroom_bits']} | {share} |"
+                     + (f" {r.get('backend_type', '')} |" if declared else ""))
     if figure:
         lines += ["", f"![value ranges]({figure})"]
     return lines

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backends, front, golden, profile
+from . import backends, golden, profile
 from .resources import shown
 
 
@@ -73,10 +73,10 @@ def data_used(rep: dict) -> str:
     return "inputs given to the API or seeded random ones"
 
 
-def output_note(state) -> str:
-    """Where the hardware's output ends, in the model's own terms: its last layer (read from the graph) and
-    whether the model's last op is a log_softmax (monotonic: the argmax of the logits is the prediction)."""
-    clean = front.model(state, "clean")
+def output_note(clean) -> str:
+    """Where the hardware's output ends, in the model's own terms: its last layer (read from the cleaned graph,
+    ``front.model(state, "clean")``) and whether the model's last op is a log_softmax (monotonic: the argmax of
+    the logits is the prediction)."""
     macs = [n.name for n in clean.graph.node if n.op_type in profile.MAC + ("Gemm",)]
     last = f" ({macs[-1]}'s accumulator)" if macs else ""
     if golden.final_log_softmax(clean) is not None:
@@ -149,7 +149,8 @@ def step_value_ranges(state):
     report.json (``value_ranges``), a section at the end of report.md and ``report-ranges.png``."""
     p = state.path("report.json")
     rep = state.report if state.report is not None else json.loads(p.read_text())
-    rep["value_ranges"] = prof = profile.of_state(state)
+    rep["value_ranges"] = prof = profile.declare_backend_types(profile.of_state(state),
+                                                              (rep.get("hw") or {}).get("layers"))
     fig = state.path(RANGES_FIGURE)
     drawn = profile.plot(prof, fig)
     if not drawn:
