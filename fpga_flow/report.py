@@ -73,13 +73,13 @@ def data_used(rep: dict) -> str:
     return "inputs given to the API or seeded random ones"
 
 
-def output_note(clean) -> str:
-    """Where the hardware's output ends, in the model's own terms: its last layer (read from the cleaned graph,
-    ``front.model(state, "clean")``) and whether the model's last op is a log_softmax (monotonic: the argmax of
-    the logits is the prediction)."""
-    macs = [n.name for n in clean.graph.node if n.op_type in profile.MAC + ("Gemm",)]
+def output_note(graph) -> str:
+    """Where the hardware's output ends, in the model's own terms: its last layer (read from the hardware's
+    graph, ``front.model(state, "channels_last")``, whose layer names the rest of the report uses) and whether
+    the model's last op is a log_softmax (monotonic: the argmax of the logits is the prediction)."""
+    macs = [n.name for n in graph.graph.node if n.op_type in profile.MAC + ("Gemm",)]
     last = f" ({macs[-1]}'s accumulator)" if macs else ""
-    if golden.final_log_softmax(clean) is not None:
+    if golden.final_log_softmax(graph) is not None:
         return (f"The generated hardware ends at the logits{last}. The model's last op, log_softmax, is "
                 "monotonic, so the predicted class is the same; accuracies below are argmax of the logits.")
     return f"The generated hardware ends at the logits{last}; accuracies below are argmax of the logits."

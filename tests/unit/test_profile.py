@@ -10,7 +10,7 @@ import pytest
 import torch
 from qonnx.core.modelwrapper import ModelWrapper
 
-from fpga_flow import BuildConfig, FlowError, api, golden, passes, profile, zoo
+from fpga_flow import BuildConfig, FlowError, api, golden, passes, profile, report, zoo
 
 pytestmark = pytest.mark.unit
 
@@ -32,11 +32,11 @@ def tiny(tmp_path_factory):
     api.build(module, (6,), name="tiny", out_dir=out, images=x, config=BuildConfig(model="tiny", n_images=40),
               stop_step="golden", progress=False)
     low = passes.lower(golden.logits_graph(ModelWrapper(str(out / "tiny.partial" / "20_channels_last.onnx"))))
-    return module, x, low
+    return module, x, low, out / "tiny.partial"
 
 
 def test_ranges_equal_a_direct_numpy_computation(tiny):
-    module, x, low = tiny
+    module, x, low, _ = tiny
     rows = profile.observe(low, profile.rows_of(low), x)
     profile.check(rows)  # observed within its type, for every row
     net = module.net
@@ -67,7 +67,7 @@ def test_ranges_equal_a_direct_numpy_computation(tiny):
 
 
 def test_a_type_too_narrow_for_what_was_observed_is_refused(tiny):
-    module, x, low = tiny
+    module, x, low, _ = tiny
     rows = profile.observe(low, profile.rows_of(low), x)
     acc = rows[1]
     lo, hi = acc.observed
@@ -80,7 +80,7 @@ def test_a_type_too_narrow_for_what_was_observed_is_refused(tiny):
 
 
 def test_markdown_and_figure(tiny, tmp_path):
-    module, x, low = tiny
+    module, x, low, _ = tiny
     rows = profile.observe(low, profile.rows_of(low), x)
     prof = {"images": len(x), "rows": [dict(dataclasses.asdict(r), headroom_bits=r.headroom_bits) for r in rows],
             "note": None}
@@ -90,3 +90,32 @@ def test_markdown_and_figure(tiny, tmp_path):
     assert profile.plot(prof, tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 0
     empty = {"images": 0, "rows": [], "note": "not available for this graph: x"}
     assert not profile.plot(empty, tmp_path / "e.png") and "not available" in "\n".join(profile.markdown(empty))
+
+
+class _EndsInLogSoftmax(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.log_softmax(self.net(x), dim=1)
+
+
+def test_the_output_note_is_written_from_the_graph(tiny, tmp_path):
+    """#14: the report's prose names the model's own last layer, and log_softmax only when the model has one
+    (it used to say fc2 and "the seed model's log_softmax" for every model)."""
+    module, x, low, partial = tiny
+    note = report.output_note(ModelWrapper(str(partial / "20_channels_last.onnx")))
+    last = [n.name for n in low.model.graph.node if n.op_type == "MatMul"][-1]
+    assert f"({last}'s accumulator)" in note and "log_softmax" not in note
+    assert not any(w in note for w in ("fc2", "seed", "conv"))
+    api.build(_EndsInLogSoftmax(module), (6,), name="ls", out_dir=tmp_path, images=x[:4],
+              config=BuildConfig(model="ls", n_images=4), stop_step="channels_last", progress=False)
+    note = report.output_note(ModelWrapper(str(tmp_path / "ls.partial" / "20_channels_last.onnx")))
+    assert "last op, log_softmax, is monotonic" in note and "'s accumulator)" in note and "seed" not in note
+
+
+def test_the_data_used_is_named_from_the_build():
+    used = {"name": "fashion-mnist", "split": "test", "sha256": "ab" * 32, "images": 8}
+    assert report.data_used({"source": {"dataset": used}}) == "fashion-mnist test images used here, sha256 abababababab"
+    assert "MNIST" not in report.data_used({"source": {"kind": "onnx"}})
