@@ -134,6 +134,7 @@ def markdown(rep: dict) -> str:
     h = rep["hw"]["rtl"]
     c = h["cycles"]
     lines = [f"# {rep['model']}: streaming RTL (fpga_flow's own dataflow)", "", summary(rep), "", fit_line(h), "",
+             f"Inputs: {report.data_used(rep)}.", "",
              f"Generator: {h['generator']}; simulator: {h['simulator']}.", "",
              "## Layers and folding", "",
              f"Folding: {h['folding']['mode']}"
