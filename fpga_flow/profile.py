@@ -169,7 +169,11 @@ def lowered_of(state) -> Lowered:
     (without storing it on the state: the backends read ``state.lowered`` as 'this model is float-scaled')."""
     if state.lowered is not None:
         return state.lowered
-    return passes.lower(golden.logits_graph(front.model(state, "channels_last")))
+    if state.path(front.ARTIFACTS["channels_last"]).is_file():
+        graph = front.model(state, "channels_last")
+    else:  # a backend that skips the channels-last step (finn): the same pass, in memory
+        graph = passes.prepare_for_hls4ml(front.model(state, "clean"))
+    return passes.lower(golden.logits_graph(graph))
 
 
 def of_state(state) -> dict:

@@ -48,6 +48,9 @@ def _check_report(rep, tmp_path, name, n):
     assert f["not_run"] and all(x["needs"] for x in f["not_run"])
     md = (tmp_path / f"{name}_finn" / "report.md").read_text()
     assert "## Not run" in md and "FINN's estimates" in md and e["bottleneck"] in md
+    vr = rep["value_ranges"]  # the common per-layer value ranges reach the FINN report too (#14)
+    assert vr["images"] == n and vr["rows"] and "## Value ranges per layer" in md
+    assert f"{rep['source']['dataset']['name']} test images used here" in md
     assert finn_report.summary(rep).startswith(f"{name}: {n}/{n} images bit-exact")
     return f
 
