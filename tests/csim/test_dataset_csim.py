@@ -73,15 +73,28 @@ def test_convnet_trained_on_fashion_builds_exact_and_names_its_data(fashion, tmp
     assert (build / "report-ranges.png").is_file() and "![value ranges](report-ranges.png)" in md
 
 
-def test_mnist_checkpoint_on_fashion_warns_and_a_non_convnet_report_names_its_own_layers(fashion, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def mlp_tiny_on_fashion(fashion, tmp_path_factory) -> tuple[dict, str]:
+    """mlp_tiny (a non-ConvNet model) from its shipped MNIST checkpoint, verified on the Fashion-MNIST folder."""
+    out = tmp_path_factory.mktemp("tiny")
     assert cli.main(["hls", "--model", "mlp_tiny", "--dataset", "fashion-mnist", "--data", str(fashion), "-n", "50",
-                     "--stock-check", "0", "--out", str(tmp_path), "-q"]) == 0
+                     "--stock-check", "0", "--out", str(out), "-q"]) == 0
+    return json.loads((out / "mlp_tiny" / "report.json").read_text()), (out / "mlp_tiny" / "report.md").read_text()
+
+
+def test_mnist_checkpoint_on_fashion_warns_and_a_non_convnet_report_names_its_own_layers(mlp_tiny_on_fashion):
+    rep, md = mlp_tiny_on_fashion
     warning = "the checkpoint was trained on mnist (its card) but this build verifies on fashion-mnist"
-    assert warning in capsys.readouterr().err
-    rep = json.loads((tmp_path / "mlp_tiny" / "report.json").read_text())
-    md = (tmp_path / "mlp_tiny" / "report.md").read_text()
     assert rep["mismatches"] == 0 and warning in " ".join(rep["source"]["warnings"]) and warning in md
     # the model's own layers (read from its graph), and nothing of the ConvNet's or of MNIST's
     for layer in ("MatMul_0", "MatMul_1", "MatMul_2"):
         assert f"| {layer} | accumulator |" in md
     assert "Conv" not in md and "MNIST" not in md
+
+
+@pytest.mark.xfail(strict=True, reason="hls4ml/report.py still prints the ConvNet's LOGITS_NOTE (fc2, the seed "
+                   "model's log_softmax) for every model; report.output_note is its replacement, to be wired in "
+                   "when that file's other branch merges (then this passes: remove the mark)")
+def test_the_hls4ml_output_note_is_the_models_own(mlp_tiny_on_fashion):
+    rep, md = mlp_tiny_on_fashion
+    assert "fc2" not in md and "seed model" not in md and "(MatMul_2's accumulator)" in md
