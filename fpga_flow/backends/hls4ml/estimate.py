@@ -323,8 +323,8 @@ def fit_verdict(est: dict | None) -> str | None:
         worst = max(over, key=over.get)
         return (f"does NOT fit {est['part']} by the estimate: "
                 + ", ".join(f"{name.get(k, k)} {v:.0f}% ({est['resources'][k]['value']:,})" for k, v in over.items())
-                + f"; {over[worst] / 100:.1f}x the part's {name.get(worst, worst)}. Raise --reuse-factor, use "
-                "--backend rtl (folded, measured) or a larger --part")
+                + f"; {over[worst] / 100:.1f}x the part's {name.get(worst, worst)}. Use --fit (reuse factors chosen "
+                "to fit), raise --reuse-factor, use --backend rtl (folded, measured) or a larger --part")
     top = max(util, key=util.get)
     return f"fits {est['part']} by the estimate (largest: {name.get(top, top)} {util[top]:.0f}%)"
 
