@@ -133,6 +133,9 @@ def _mac_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
     res = {"lut": mult_logic * m["lut"] + adders * adder_bits(a + b, acc), "dsp": mult_logic * m["dsp"],
            "ff": multipliers * (a + b) + n_out * acc, "bram18k": 0}
     model = []
+    if str(g.get("strategy", "latency")).lower() != "latency":  # set by hand ([layers.<name>] strategy)
+        model.append(f"strategy {g['strategy']}: costed as the latency kernel (its block-RAM weights and operand "
+                     "multiplexers are not modelled)")
     if conv and io_type == "io_stream":
         ih, iw = int(g.get("in_height", 1)), int(g.get("in_width", in_words))
         fh, fw, ch = int(g.get("filt_height", 1)), int(g.get("filt_width", 1)), int(g.get("n_chan", 1))
