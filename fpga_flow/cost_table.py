@@ -175,6 +175,17 @@ def short(rows: dict) -> list[str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's name and core count (for the table's machine line)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = re.search(r"^model name\s*:\s*(.+)$", info, flags=re.M)
+    cores = len(re.findall(r"^processor\s*:", info, flags=re.M))
+    return f"{name.group(1).strip() if name else 'unknown CPU'}, {cores} cores"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fpga_flow.cost_table", description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=zoo.names())
@@ -182,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtl-doc", default="docs/bench/rtl.md", help="the measured RTL rows (default docs/bench/rtl.md)")
     ap.add_argument("--out", default="build/cost_table", help="where the builds go (default build/cost_table)")
     ap.add_argument("--doc", default="docs/bench/cost-table.md", help="the table written (default docs/bench/cost-table.md)")
+    ap.add_argument("--render", action="store_true", help="only write the table again from its .json (no builds)")
     a = ap.parse_args(argv)
     rtl = rtl_rows(Path(a.rtl_doc))
     out = Path(a.out)
     rows = {}
-    for m in a.models:
+    if a.render:  # the builds' results kept in <doc>.json; RTL rows read afresh (docs/bench/rtl.md may be newer)
+        rows = {m: {**r, "rtl": rtl.get(m)} for m, r in json.loads(Path(a.doc).with_suffix(".json").read_text()).items()}
+    for m in ([] if a.render else a.models):
         r = rtl.get(m)
         fps = int(_num(r["fps"])) if r and _num(r["fps"]) else FINN_DEFAULT_FPS
         print(f"{m}: FINN at {fps:,} fps ...", flush=True)
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[m] = {"rtl": r, "finn": finn, "hls4ml": hls4ml_cell(m, a.images, out / "hls4ml")}
         Path(a.doc).with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    machine = f"{platform.machine()} Linux, Python {platform.python_version()}, 2 cores"
+    machine = f"{cpu_model()}, Linux {platform.machine()}, Python {platform.python_version()}"
     Path(a.doc).write_text(markdown(rows, a.images, a.rtl_doc, when, machine))
     print("\n".join(short(rows)))
     print(f"written: {a.doc}")
