@@ -338,7 +338,10 @@ def markdown(hw: dict) -> list[str]:
     if not est:
         return []
     verdict = fit_verdict(est)
+    util = est.get("utilisation_pct")
+    shown = ", ".join(f"{k.upper()} {v:.1f}%" for k, v in util.items()) if util else ""
     lines = ["", "## Hardware cost: estimate (not measured)", "", summary_line(est) + ".", "",
+             *([f"Utilisation of {est['part']} by the estimate: {shown}.", ""] if util else []),
              *([f"**The design {verdict}.**", ""] if verdict else []),
              "| layer | multiplications (non-zero) / image | multipliers | acc bits | II / interval (cycles) "
              "| latency (cycles) | LUT | FF | DSP | BRAM18K (FIFO) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
