@@ -54,3 +54,21 @@ def test_a_design_over_the_part_warns_on_the_console_and_in_the_report(tmp_path,
     assert int(m.group(1)) == round(rep["hw"]["estimate"]["utilisation_pct"]["lut"])
     assert rep["hw"]["fit"] is None
     assert f"**The design does NOT fit {Z7010} by the estimate" in (tmp_path / "mlp_tiny" / "report.md").read_text()
+
+
+def test_a_layer_set_by_hand_is_kept_and_the_rest_fitted_around_it(tmp_path):
+    """[layers.MatMul_1] Resource at reuse factor 4 (from a config file) stays as given; --fit sets the others;
+    the Resource kernel (hls4ml's, not our exact shortcut) is == too."""
+    conf = tmp_path / "build.toml"
+    conf.write_text(f'model = "mlp_tiny"\nfit = true\npart = "{Z7010}"\n\n'
+                    '[layers.MatMul_1]\nreuse_factor = 4\nstrategy = "Resource"\n')
+    rc = cli.main(["hls", "--config", str(conf), "-n", "24", "--stock-check", "8", "--out", str(tmp_path), "-q"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "mlp_tiny" / "report.json").read_text())
+    assert rep["exact_matches"] == 24 and all(c["exact_matches"] == c["n"] for c in rep["comparisons"])
+    res = rep["hw"]["fit"]
+    assert res["fixed"] == ["MatMul_1"] and "Dense_MatMul_1" not in [r["layer"] for r in res["layers"]]
+    assert res["layers_config"]["MatMul_1"] == {"reuse_factor": 4, "strategy": "Resource"}
+    params = (tmp_path / "mlp_tiny" / "hls" / "firmware" / "parameters.h").read_text()
+    assert re.search(r"strategy = nnet::resource;\s*static const unsigned reuse_factor = 4;", params)
+    assert params.count("nnet::resource") == 1
