@@ -162,15 +162,18 @@ def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str) -> str:
     return "\n".join(lines)
 
 
+def _over(cell: dict) -> str:
+    return "" if cell["fits"] else " (does NOT fit)"
+
+
 def short(rows: dict) -> list[str]:
     out = ["| model | RTL images/s (Verilator, 100 MHz) / LUT (yosys) | FINN fps / LUT (FINN's estimate, same fps "
            "target) | hls4ml --fit images/s / LUT (our estimate) |", "|---|---|---|---|"]
     for m, r in rows.items():
         rtl = f"{r['rtl']['fps']} / {r['rtl']['lut']}" if r["rtl"] else "not run"
-        f = r["finn"]
-        finn = "refused" if "refused" in f else f"{_i(f['fps'])} / {_i(f['lut'])}" + ("" if f["fits"] else " (does NOT fit)")
-        h = r["hls4ml"]
-        hls = "refused" if "refused" in h else f"{_i(h['fps'])} / {_i(h['lut'])}" + ("" if h["fits"] else " (does NOT fit)")
+        f, h = r["finn"], r["hls4ml"]
+        finn = "refused" if "refused" in f else f"{_i(f['fps'])} / {_i(f['lut'])}" + _over(f)
+        hls = "refused" if "refused" in h else f"{_i(h['fps'])} / {_i(h['lut'])}" + _over(h)
         out.append(f"| {m} | {rtl} | {finn} | {hls} |")
     return out
 
@@ -192,14 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--images", type=int, default=100, help="test images verified per build (default 100)")
     ap.add_argument("--rtl-doc", default="docs/bench/rtl.md", help="the measured RTL rows (default docs/bench/rtl.md)")
     ap.add_argument("--out", default="build/cost_table", help="where the builds go (default build/cost_table)")
-    ap.add_argument("--doc", default="docs/bench/cost-table.md", help="the table written (default docs/bench/cost-table.md)")
+    ap.add_argument("--doc", default="docs/bench/cost-table.md",
+                    help="the table written, its .json beside it (default docs/bench/cost-table.md)")
     ap.add_argument("--render", action="store_true", help="only write the table again from its .json (no builds)")
     a = ap.parse_args(argv)
     rtl = rtl_rows(Path(a.rtl_doc))
     out = Path(a.out)
     rows = {}
     if a.render:  # the builds' results kept in <doc>.json; RTL rows read afresh (docs/bench/rtl.md may be newer)
-        rows = {m: {**r, "rtl": rtl.get(m)} for m, r in json.loads(Path(a.doc).with_suffix(".json").read_text()).items()}
+        kept = json.loads(Path(a.doc).with_suffix(".json").read_text())
+        rows = {m: {**r, "rtl": rtl.get(m)} for m, r in kept.items()}
     for m in ([] if a.render else a.models):
         r = rtl.get(m)
         fps = int(_num(r["fps"])) if r and _num(r["fps"]) else FINN_DEFAULT_FPS

@@ -84,8 +84,8 @@ def search(info: dict, clock_ns: float, io_type: str, part: str, fixed: tuple[st
     # per layer and reuse factor: its interval and resources (a layer's figures depend only on its own rf)
     table: dict[int, dict[int, tuple[int, dict]]] = {i: {} for i in mac}
     for j in range(max((len(o) for o in options.values()), default=0)):
-        est = estimate.from_plan_info({"layers": _with_rf(rows, {i: o[min(j, len(o) - 1)] for i, o in options.items()})},
-                                      clock_ns, io_type, part)
+        trial = {i: o[min(j, len(o) - 1)] for i, o in options.items()}
+        est = estimate.from_plan_info({"layers": _with_rf(rows, trial)}, clock_ns, io_type, part)
         by_name = {r["layer"]: r for r in est["layers"]}
         for i, o in options.items():
             r = by_name[rows[i]["layer"]]
@@ -181,7 +181,8 @@ def markdown(hw: dict) -> list[str]:
              "that fits first (fpga_flow/backends/hls4ml/fit.py)."
              + ("" if res["fits"] else f" Even the slowest valid choice needs {res['over_by']['pct']:.0f}% of the "
                 f"part's {res['over_by']['resource'].upper()} ({res['over_by']['times_part']:.2f}x)."),
-             "", "| layer | class | n_in x n_out | reuse factor | strategy | interval (cycles, estimate) | valid reuse factors |",
+             "", "| layer | class | n_in x n_out | reuse factor | strategy | interval (cycles, estimate) "
+             "| valid reuse factors |",
              "|---|---|---|---:|---|---:|---|"]
     for r in res["layers"]:
         valid = r["valid_reuse_factors"]

@@ -154,7 +154,8 @@ def markdown(rep: dict) -> str:
                       + ("Fused (conv + ReLU + requantization in one kernel): "
                          + ", ".join(f"`{r['layer']}` <- {' + '.join(r['fused_from'])}" for r in fused) + "."
                          if fused else ("No layers fused" + ("" if rep["hw"].get("fuse") else " (`--no-fuse`)") + "."))]
-    lines += estimate.markdown(rep["hw"]) + fit.markdown(rep["hw"]) + synth.markdown(rep["hw"])  # cost: estimate, vendor
+    # hardware cost: the estimate, what --fit chose, the vendor's figures
+    lines += estimate.markdown(rep["hw"]) + fit.markdown(rep["hw"]) + synth.markdown(rep["hw"])
     lines += report.siblings_markdown(rep["hw"], rep["model"])
     lines += ["", "## Speed", "",
               f"- HLS csim: {rate(rep['csim_samples_per_s'])} (exact integer evaluation, parallel workers)",
