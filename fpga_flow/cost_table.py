@@ -153,7 +153,9 @@ def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str) -> str:
              "counts no FF, reports 0 LUT for DSP-based MVAUs and pools, and leaves out FIFOs.",
              "- **hls4ml** (our estimate, docs/estimates.md; uncalibrated): `hls --fit`, reuse factors chosen by "
              "fpga_flow/backends/hls4ml/fit.py so the estimate fits the part, fastest first (Latency strategy); "
-             f"C simulation `==` the golden on the first {n} test images (hls4ml's stock csim too, on up to 20).",
+             f"C simulation `==` the golden on the first {n} test images (hls4ml's stock csim too, on up to 20). "
+             "At reuse factors above 1 the estimate leaves out the multiplexers that share a multiplier over "
+             "several products (docs/estimates.md, assumption 8), so its LUTs understate those designs.",
              "", f"Machine: {machine}; the two cores were shared with other engineers' jobs (wall times not shown).",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for m, r in rows.items():
