@@ -63,8 +63,9 @@ def rtl_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def _refusal(e: Exception) -> str:
-    text = str(e).split("\n")[0]
+def _refusal(e: Exception | str) -> str:
+    """A refusal's first sentence (the node and why), short enough for a table cell."""
+    text = str(e).split("\n")[0].split(". ")[0]
     return text if len(text) <= 140 else text[:137] + "..."
 
 
@@ -115,7 +116,7 @@ def _rtl_md(r: dict | None) -> list[str]:
 
 def _finn_md(c: dict) -> list[str]:
     if "refused" in c:
-        return [f"refused: {c['refused']}"] + ["-"] * 3
+        return [f"refused: {_refusal(c['refused'])}"] + ["-"] * 3
     fit = "yes" if c["fits"] else "**NO**"
     return [f"{c['target_fps']:,} ({c['exact']} `==`)", f"{_i(c['cycles'])} / {_i(c['fps'])}",
             f"{_i(c['lut'])} / - / {_i(c['dsp'])} / {_i(c['bram18k'])}", fit]
@@ -123,7 +124,7 @@ def _finn_md(c: dict) -> list[str]:
 
 def _hls_md(c: dict) -> list[str]:
     if "refused" in c:
-        return [f"refused: {c['refused']}"] + ["-"] * 3
+        return [f"refused: {_refusal(c['refused'])}"] + ["-"] * 3
     rf = ", ".join(f"{v}" for v in c["reuse_factors"].values())
     fit = "yes" if c["fits"] else "**NO**"
     return [f"{c['exact']} `==`; RF {rf}", f"{_i(c['cycles'])} / {_i(c['fps'])}",
