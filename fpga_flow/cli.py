@@ -50,7 +50,7 @@ FLAG_FIELDS = {"images": "n_images", "weight_bits": "weight_bits", "act_bits": "
                "input_bits": "input_bits", "checkpoint": "checkpoint", "backend": "backend", "io_type": "io_type",
                "part": "part", "allow_unknown_part": "allow_unknown_part", "clock_ns": "clock_ns",
                "reuse_factor": "reuse_factor", "fuse": "fuse", "stock_check": "stock_check_images",
-               "workers": "workers", "device": "device", "data": "data_path", "dataset": "dataset"}
+               "workers": "workers", "device": "device", "data": "data_path", "dataset": "dataset", "fit": "fit"}
 
 
 def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True, layered: bool = False) -> None:
@@ -91,6 +91,9 @@ def _build_args(p: argparse.ArgumentParser, steps: bool, backend: bool = True, l
                    help="accept a part that is not in the parts table (no utilisation figures then)")
     p.add_argument("--clock-ns", type=float, default=u(d.clock_ns), help=f"target clock period in ns (default {d.clock_ns:g})")
     p.add_argument("--reuse-factor", type=int, default=u(d.reuse_factor), help=f"hls4ml reuse factor (default {d.reuse_factor})")
+    p.add_argument("--fit", action="store_true", default=u(d.fit),
+                   help="hls4ml: choose each layer's reuse factor so the estimate fits --part, fastest first; finn: "
+                        "the highest fps whose FINN estimate fits --part (default: off; report.md says if it fits)")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", default=u(True),
                    help="keep hls4ml's separate Conv2D and ReLU layers (default: fuse conv + ReLU + requantization "
                         "into one kernel, and pool after the ReLU)")
@@ -139,6 +142,8 @@ def _config(a: argparse.Namespace, recorded: dict | None = None, **extra) -> Bui
     if getattr(a, "target_fps", None):
         if backend not in ("finn", "rtl"):
             raise FlowError("--target-fps sets the folding of the finn and rtl backends: use --backend finn or rtl")
+        if values.get("fit") and backend == "finn":
+            raise FlowError("--fit searches the fps that fits --part; --target-fps sets it: give one")
         extra["target_fps"] = a.target_fps
     if extra:
         values["extra"] = {**values.get("extra", {}), **extra}

@@ -69,6 +69,7 @@ class BuildConfig:
     input_shape: tuple[int, ...] | None = None  # a user's model: one sample's shape (else its INPUT_SHAPE)
     dataset: str | None = None  # data.DATASETS key (None: the model file's DATASET, else mnist)
     layers: dict = field(default_factory=dict)  # per-layer overrides: {layer: {reuse_factor, strategy}}
+    fit: bool = False  # hls4ml: reuse factors searched to fit `part` by the estimate; finn: the fps likewise
 
     def __post_init__(self) -> None:
         check_identifier(self.model, "model name")
@@ -150,7 +151,7 @@ _TYPES = {"model": (str,), "weight_bits": (int,), "act_bits": (int,), "input_bit
           "project_name": (str,), "n_images": (int,), "stock_check_images": (int,), "workers": (int,),
           "data_path": (str,), "device": (str,), "checkpoint": (str,), "extra": (dict,),
           "allow_unknown_part": (bool,), "source": (str,), "onnx": (str,), "input_shape": (list, tuple),
-          "dataset": (str,), "layers": (dict,)}
+          "dataset": (str,), "layers": (dict,), "fit": (bool,)}
 
 
 def read_toml(path: str | Path) -> dict:

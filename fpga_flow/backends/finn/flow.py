@@ -35,10 +35,12 @@ OUTPUT_NOTE = ("The FINN design ends at the last layer's integer accumulator; it
 
 
 def options(cfg: BuildConfig):
+    if cfg.fit and cfg.extra.get("target_fps"):
+        raise FlowError("--fit searches the fps that fits --part; --target-fps sets it: give one")
     fps = int(cfg.extra.get("target_fps") or DEFAULT_TARGET_FPS)
     if fps <= 0:
         raise FlowError(f"--target-fps must be positive, got {fps}")
-    return finn_steps.FinnOptions(part=cfg.part, clock_ns=cfg.clock_ns, target_fps=fps)
+    return finn_steps.FinnOptions(part=cfg.part, clock_ns=cfg.clock_ns, target_fps=fps, fit=cfg.fit)
 
 
 def _f(state) -> dict:
@@ -158,8 +160,13 @@ def hw_finn(state) -> dict:
     tools = finn_report.vendor_tools()
     return {
         "finn": f"finn-plus {f['version']}",
-        "options": {"part": o.part, "clock_ns": o.clock_ns, "target_fps": o.target_fps,
-                    "target_cycles_per_frame": o.target_cycles_per_frame, "mvau_wwidth_max": o.mvau_wwidth_max},
+        # with --fit, the target is the one the search chose (``fit``), not the default
+        "options": {"part": o.part, "clock_ns": o.clock_ns,
+                    "target_fps": f["fit"]["target_fps"] if f.get("fit") else o.target_fps,
+                    "target_cycles_per_frame": (f["fit"]["target_cycles_per_frame"] if f.get("fit")
+                                                else o.target_cycles_per_frame),
+                    "mvau_wwidth_max": o.mvau_wwidth_max, "fit": o.fit},
+        "fit": f.get("fit"),
         "input": {"datatype": spec.datatype, "scale": spec.scale, "on_host": "input quantizer (float -> codes)"},
         "host_nodes": [f"{n.name} ({n.op_type})" for n in design.parent.graph.node
                        if n.op_type != "StreamingDataflowPartition"],

@@ -16,6 +16,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from ... import report
+from . import fit as finn_fit
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 # the FINN steps after the estimates, and what each needs (all vendor tools)
@@ -93,6 +94,11 @@ def summary(rep: dict) -> str:
             f"{f['options']['target_fps']:,} fps): {e['max_cycles']:,} cycles/frame = {e['throughput_fps']:,.0f} fps"
             f" (bottleneck {e['bottleneck']}), latency {e['critical_path_cycles']:,} cycles ({e['latency_us']:.1f} us),"
             f" LUT {t['LUT']:,.0f}, BRAM18K {t['BRAM_18K']:,.0f}, DSP {t['DSP']:,.0f}")
+    v = finn_fit.verdict(e, f["options"]["part"])
+    if f.get("fit"):
+        out += "\n  " + finn_fit.describe(f["fit"], f["options"]["part"])
+    if v:
+        out += f"\n  {'WARNING: ' if 'NOT fit' in v else ''}the design {v}"
     out += "\n  not run (vendor tools): " + "; ".join(x["step"].split(" (")[0] for x in f["not_run"])
     return out
 

@@ -31,6 +31,8 @@ from qonnx.custom_op.registry import getCustomOp
 
 from ...errors import FlowError
 from . import compat as finn_compat
+from . import fit as finn_fit
+from . import report as finn_report
 from . import ties as finn_ties
 
 HW_DOMAINS = (finn_compat.HW_DOMAIN, f"{finn_compat.HW_DOMAIN}.hls", f"{finn_compat.HW_DOMAIN}.rtl")
@@ -60,6 +62,7 @@ class FinnOptions:
     clock_ns: float = 10.0
     target_fps: int = 10_000
     mvau_wwidth_max: int = 36  # FINN's DataflowBuildConfig default
+    fit: bool = False  # instead of target_fps: the highest fps whose FINN estimate fits the part (fit.py)
 
     @property
     def target_cycles_per_frame(self) -> int:
@@ -354,12 +357,37 @@ def specialize_layers(model: ModelWrapper, part: str) -> ModelWrapper:
                                   InferDataTypes()])
 
 
-def target_fps_parallelization(model: ModelWrapper, opts: FinnOptions) -> ModelWrapper:
+def target_fps_parallelization(model: ModelWrapper, opts: FinnOptions, cycles: int | None = None) -> ModelWrapper:
     """FINN's SetFolding for the target cycles per frame (two-pass relaxation, FINN's default)."""
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from finn.transformation.qonnx.give_unique_node_names_recursive import GiveUniqueNodeNamesRecursive
-    return _transform_all(model, [SetFolding(opts.target_cycles_per_frame, mvau_wwidth_max=opts.mvau_wwidth_max,
+    target = opts.target_cycles_per_frame if cycles is None else cycles
+    return _transform_all(model, [SetFolding(target, mvau_wwidth_max=opts.mvau_wwidth_max,
                                              two_pass_relaxation=True), GiveUniqueNodeNamesRecursive()])
+
+
+FULLY_FOLDED = 10 ** 12  # a cycles target no layer reaches: SetFolding leaves every PE and SIMD at 1
+
+
+def _stage_folding(d: Design, opts: FinnOptions, workdir: Path) -> Design:
+    """SetFolding for ``--target-fps``; with ``--fit``, for the highest fps whose FINN estimate fits the part:
+    each trial is the build's own next steps (SetFolding, minimize_bit_width, FINN's estimates) on a copy."""
+    if not opts.fit:
+        return Design(target_fps_parallelization(d.model, opts), d.parent)
+
+    def evaluate(cycles: int) -> dict:
+        trial = minimize_bit_width(target_fps_parallelization(finn_fit.copy_model(d.model), opts, cycles))
+        return finn_report.estimates(trial, opts.part, opts.clock_ns)
+
+    slowest = evaluate(FULLY_FOLDED)["max_cycles"]
+    cycles, res = finn_fit.search(evaluate, opts.part, slowest)
+    reached = res["estimate"]["max_cycles"]
+    if res["fits"] and reached > cycles:  # a target below what FINN can reach: name the rate it reaches
+        again = finn_fit.search(evaluate, opts.part, reached, lo=reached)
+        if again[1]["fits"] and again[1]["estimate"]["max_cycles"] == reached:
+            cycles, res = again
+    res.update(target_cycles_per_frame=cycles, target_fps=int(1e9 / opts.clock_ns / cycles))
+    return Design(target_fps_parallelization(d.model, opts, cycles), d.parent, info={"fit": finn_fit.summary(res)})
 
 
 def _odd_code_thresholds(model: ModelWrapper) -> int:
@@ -390,7 +418,7 @@ STAGES = [
     ("minimize_bit_width_initial", _on(lambda m, o: minimize_bit_width(m))),
     ("create_dataflow_partition", lambda d, o, workdir: create_dataflow_partition(d.model, workdir / "partition")),
     ("specialize_layers", _on(lambda m, o: specialize_layers(m, o.part))),
-    ("target_fps_parallelization", _on(target_fps_parallelization)),
+    ("target_fps_parallelization", _stage_folding),
     ("minimize_bit_width", _on(lambda m, o: minimize_bit_width(m))),
 ]
 

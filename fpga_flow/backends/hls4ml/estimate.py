@@ -133,6 +133,9 @@ def _mac_layer(row: dict, g: dict, in_words: int, io_type: str) -> dict:
     res = {"lut": mult_logic * m["lut"] + adders * adder_bits(a + b, acc), "dsp": mult_logic * m["dsp"],
            "ff": multipliers * (a + b) + n_out * acc, "bram18k": 0}
     model = []
+    if str(g.get("strategy", "latency")).lower() != "latency":  # set by hand ([layers.<name>] strategy)
+        model.append(f"strategy {g['strategy']}: costed as the latency kernel (its block-RAM weights and operand "
+                     "multiplexers are not modelled)")
     if conv and io_type == "io_stream":
         ih, iw = int(g.get("in_height", 1)), int(g.get("in_width", in_words))
         fh, fw, ch = int(g.get("filt_height", 1)), int(g.get("filt_width", 1)), int(g.get("n_chan", 1))
@@ -323,8 +326,8 @@ def fit_verdict(est: dict | None) -> str | None:
         worst = max(over, key=over.get)
         return (f"does NOT fit {est['part']} by the estimate: "
                 + ", ".join(f"{name.get(k, k)} {v:.0f}% ({est['resources'][k]['value']:,})" for k, v in over.items())
-                + f"; {over[worst] / 100:.1f}x the part's {name.get(worst, worst)}. Raise --reuse-factor, use "
-                "--backend rtl (folded, measured) or a larger --part")
+                + f"; {over[worst] / 100:.1f}x the part's {name.get(worst, worst)}. Use --fit (reuse factors chosen "
+                "to fit), raise --reuse-factor, use --backend rtl (folded, measured) or a larger --part")
     top = max(util, key=util.get)
     return f"fits {est['part']} by the estimate (largest: {name.get(top, top)} {util[top]:.0f}%)"
 
@@ -335,7 +338,10 @@ def markdown(hw: dict) -> list[str]:
     if not est:
         return []
     verdict = fit_verdict(est)
+    util = est.get("utilisation_pct")
+    shown = ", ".join(f"{k.upper()} {v:.1f}%" for k, v in util.items()) if util else ""
     lines = ["", "## Hardware cost: estimate (not measured)", "", summary_line(est) + ".", "",
+             *([f"Utilisation of {est['part']} by the estimate: {shown}.", ""] if util else []),
              *([f"**The design {verdict}.**", ""] if verdict else []),
              "| layer | multiplications (non-zero) / image | multipliers | acc bits | II / interval (cycles) "
              "| latency (cycles) | LUT | FF | DSP | BRAM18K (FIFO) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

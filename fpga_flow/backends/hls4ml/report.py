@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import report
-from . import estimate, synth
+from . import estimate, fit, synth
 
 LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). The seed model's last op, "
                "log_softmax, is monotonic, so the predicted class is the same; accuracies below are argmax "
@@ -76,6 +76,7 @@ def build_json(state) -> dict:
         "hw": {"layers": info.get("layers"), "input_type": info.get("input_type"), "part": cfg.part,
                "clock_ns": cfg.clock_ns, "io_type": cfg.io_type, "fuse": cfg.fuse, "design": info.get("design"),
                "estimate": estimate.from_plan_info(info, cfg.clock_ns, cfg.io_type, cfg.part),
+               "fit": info.get("fit"),  # --fit: the reuse factors chosen per layer (fit.py), else None
                "vendor": synth.load_vendor(state.work, info.get("digest")),  # kept from `make synth` of this project
                # the other backends' builds of the same graph (`make hls BACKEND=finn|rtl`), when there are any
                **others, "siblings": sorted(others)},
@@ -102,7 +103,8 @@ def summary(rep: dict) -> str:
         s += f"; accuracy quantized {acc['quantized']:.2%} = csim {acc['csim']:.2%}" if acc["quantized"] == acc["csim"] \
             else f"; accuracy quantized {acc['quantized']:.2%}, csim {acc['csim']:.2%}"
     verdict = estimate.fit_verdict(rep["hw"].get("estimate"))
-    return s + f"; project in {rep['project_dir']}" + (f"\n  the design {verdict}" if verdict else "")
+    warn = "WARNING: " if verdict and "NOT fit" in verdict else ""
+    return s + f"; project in {rep['project_dir']}" + (f"\n  {warn}the design {verdict}" if verdict else "")
 
 
 def markdown(rep: dict) -> str:
@@ -152,7 +154,8 @@ def markdown(rep: dict) -> str:
                       + ("Fused (conv + ReLU + requantization in one kernel): "
                          + ", ".join(f"`{r['layer']}` <- {' + '.join(r['fused_from'])}" for r in fused) + "."
                          if fused else ("No layers fused" + ("" if rep["hw"].get("fuse") else " (`--no-fuse`)") + "."))]
-    lines += estimate.markdown(rep["hw"]) + synth.markdown(rep["hw"])  # hardware cost: estimate, vendor
+    # hardware cost: the estimate, what --fit chose, the vendor's figures
+    lines += estimate.markdown(rep["hw"]) + fit.markdown(rep["hw"]) + synth.markdown(rep["hw"])
     lines += report.siblings_markdown(rep["hw"], rep["model"])
     lines += ["", "## Speed", "",
               f"- HLS csim: {rate(rep['csim_samples_per_s'])} (exact integer evaluation, parallel workers)",

@@ -13,7 +13,7 @@ from ... import compare, front, golden, int_ref, log_softmax
 from ...codegen import BuildPlan
 from ...errors import FlowError
 from ...runner import State
-from . import convert, csim, report
+from . import convert, csim, fit, report
 
 
 @dataclass
@@ -28,7 +28,16 @@ class Hls4mlState:
 
 
 def step_convert(state: State) -> State:
-    plan, info = convert.make_plan(front.hw_model(state), state.cfg)
+    model, cfg = front.hw_model(state), state.cfg
+    plan, info = convert.make_plan(model, cfg)
+    if cfg.fit:  # the reuse factors that fit the part by the estimate, then the project made with them
+        result = fit.search(info, cfg.clock_ns, cfg.io_type, cfg.part, fixed=tuple(cfg.layers))
+        state.log(fit.describe(result))
+        layers = fit.overrides(result, cfg.layers)
+        now = {r["layer"]: (r.get("geometry") or {}).get("reuse_factor") for r in info["layers"]}
+        if any(c["reuse_factor"] != now.get(c["layer"]) for c in result["layers"]):
+            plan, info = convert.make_plan(model, cfg.replace(layers=layers))
+        info["fit"] = {**result, "layers_config": layers}
     if state.lowered is not None:
         info["lowered"] = [lay.summary() for lay in state.lowered.layers]
     state.backend.plan = plan
