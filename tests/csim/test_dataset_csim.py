@@ -93,8 +93,8 @@ def test_mnist_checkpoint_on_fashion_warns_and_a_non_convnet_report_names_its_ow
 
 
 @pytest.mark.xfail(strict=True, reason="hls4ml/report.py still prints the ConvNet's LOGITS_NOTE (fc2, the seed "
-                   "model's log_softmax) for every model; report.output_note is its replacement, to be wired in "
-                   "when that file's other branch merges (then this passes: remove the mark)")
+                   "model's log_softmax) for every model; report.output_note is its replacement, left for that "
+                   "file's owner to wire in (then this passes: remove the mark)")
 def test_the_hls4ml_output_note_is_the_models_own(mlp_tiny_on_fashion):
     rep, md = mlp_tiny_on_fashion
     assert "fc2" not in md and "seed model" not in md and "(MatMul_2's accumulator)" in md
