@@ -92,9 +92,6 @@ def test_mnist_checkpoint_on_fashion_warns_and_a_non_convnet_report_names_its_ow
     assert "Conv" not in md and "MNIST" not in md
 
 
-@pytest.mark.xfail(strict=True, reason="hls4ml/report.py still prints the ConvNet's LOGITS_NOTE (fc2, the seed "
-                   "model's log_softmax) for every model; report.output_note is its replacement, left for that "
-                   "file's owner to wire in (then this passes: remove the mark)")
 def test_the_hls4ml_output_note_is_the_models_own(mlp_tiny_on_fashion):
     rep, md = mlp_tiny_on_fashion
     assert "fc2" not in md and "seed model" not in md and "(MatMul_2's accumulator)" in md

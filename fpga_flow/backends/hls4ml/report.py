@@ -8,15 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import report
+from ... import front, report
 from . import estimate, fit, synth
 
-LOGITS_NOTE = ("The generated hardware ends at the logits (fc2's accumulator). The seed model's last op, "
-               "log_softmax, is monotonic, so the predicted class is the same; accuracies below are argmax "
-               "of the logits.")
-
-
-def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
+def _output(info: dict, ls: dict | None, fs: dict | None = None, note: str = "") -> dict:
+    """What the hardware outputs; ``note`` (``report.output_note``, from the graph) says it for plain logits."""
     last = (fs or {}).get("layers", [{}])[-1]
     if last.get("kind", "").startswith("final"):
         scales = ", ".join(f"{v:.6g}" for v in sorted(set(last["output_scale"]))[:4])
@@ -29,7 +25,7 @@ def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
                         f"{scales}{per}. Accuracies below are argmax of the logits."}
     if not ls:
         return {"kind": "logits", "type": info.get("output_type"), "frac_bits": info.get("output_frac_bits"),
-                "note": LOGITS_NOTE}
+                "note": note}
     n = ls["n_images"]
     note = (f"The generated hardware ends with log_softmax (fixed-point kernel of our own, output type "
             f"{ls['output_type']}). Its output equals the integer model fpga_flow/log_softmax.py applied to the "
@@ -40,6 +36,21 @@ def _output(info: dict, ls: dict | None, fs: dict | None = None) -> dict:
             f"counted by first index, which the kernel preserves).")
     return {"kind": "log_softmax", "type": ls["output_type"], "frac_bits": info.get("output_frac_bits"),
             "bound": ls["bound"], "max_abs_error": ls["max_abs_error_vs_float64"], "note": note}
+
+
+def _checkpoint_line(rep: dict, card: dict) -> str:
+    """The checkpoint and its card's accuracy, or why there is none (an ONNX file has no torch module)."""
+    if rep["checkpoint"]:
+        line = f"Checkpoint: `{rep['checkpoint']}`"
+    elif (rep.get("source") or {}).get("kind") == "onnx":
+        line = "Checkpoint: none (a QONNX file: no torch module)"
+    else:
+        line = "Checkpoint: none (module given to the API)"
+    if card:
+        acc, n = card.get("test_accuracy"), card.get("test_images")
+        line += (f" (card: test accuracy {'-' if acc is None else f'{acc:.2%}'}"
+                 + (f" on {n:,} images)" if n else ")"))
+    return line
 
 
 def _logits(state, out: np.ndarray | None) -> np.ndarray | None:
@@ -70,7 +81,8 @@ def build_json(state) -> dict:
                      "quantized": report.accuracy(ref.get("torch_cpu"), state.labels),
                      "csim": report.accuracy(_logits(state, ref.get("csim")), state.labels)},
         "csim_samples_per_s": n / hb.csim_seconds if hb.csim_seconds else None,
-        "output": _output(info, hb.log_softmax, _float_scaled(state, info)),
+        "output": _output(info, hb.log_softmax, _float_scaled(state, info),
+                          report.output_note(front.model(state, "channels_last"))),
         "float_scaled": _float_scaled(state, info),
         "log_softmax": hb.log_softmax,
         "hw": {"layers": info.get("layers"), "input_type": info.get("input_type"), "part": cfg.part,
@@ -130,16 +142,13 @@ def markdown(rep: dict) -> str:
     if rep.get("float_scaled"):
         lines += _float_scaled_md(rep["float_scaled"])
     card = rep.get("checkpoint_card") or {}
-    used = (rep.get("source") or {}).get("dataset")
-    what = (f"{used['name']} test images used here, sha256 {used['sha256'][:12]}" if used else
-            "inputs given to the API or seeded random ones" if rep.get("source") else "MNIST test images used here")
+    what = report.data_used(rep)
     lines += ["", f"## Accuracy ({what})", "",
               "| model | accuracy |", "|---|---:|",
               f"| float (checkpoint card) | {pct(acc['float'])} |",
               f"| quantized, Brevitas torch | {pct(acc['quantized'])} |",
               f"| HLS csim | {pct(acc['csim'])} |", "",
-              (f"Checkpoint: `{rep['checkpoint']}`" if rep["checkpoint"] else "Checkpoint: none (module given to the API)") + (f" (card: test accuracy {pct(card.get('test_accuracy'))} "
-                                                     f"on 10,000 images)" if card else ""), "",
+              _checkpoint_line(rep, card), "",
               "## Layers and exact types", "", "| layer | class | input | weight | accumulator / result | non-zero weights |",
               "|---|---|---|---|---|---:|"]
     for r in rep["hw"]["layers"] or []:
