@@ -74,16 +74,17 @@ def test_convnet_trained_on_fashion_builds_exact_and_names_its_data(fashion, tmp
 
 
 @pytest.fixture(scope="module")
-def mlp_tiny_on_fashion(fashion, tmp_path_factory) -> tuple[dict, str]:
+def mlp_tiny_on_fashion(fashion, tmp_path_factory) -> tuple[dict, str, Path]:
     """mlp_tiny (a non-ConvNet model) from its shipped MNIST checkpoint, verified on the Fashion-MNIST folder."""
     out = tmp_path_factory.mktemp("tiny")
     assert cli.main(["hls", "--model", "mlp_tiny", "--dataset", "fashion-mnist", "--data", str(fashion), "-n", "50",
                      "--stock-check", "0", "--out", str(out), "-q"]) == 0
-    return json.loads((out / "mlp_tiny" / "report.json").read_text()), (out / "mlp_tiny" / "report.md").read_text()
+    build = out / "mlp_tiny"
+    return json.loads((build / "report.json").read_text()), (build / "report.md").read_text(), build
 
 
 def test_mnist_checkpoint_on_fashion_warns_and_a_non_convnet_report_names_its_own_layers(mlp_tiny_on_fashion):
-    rep, md = mlp_tiny_on_fashion
+    rep, md, _ = mlp_tiny_on_fashion
     warning = "the checkpoint was trained on mnist (its card) but this build verifies on fashion-mnist"
     assert rep["mismatches"] == 0 and warning in " ".join(rep["source"]["warnings"]) and warning in md
     # the model's own layers (read from its graph), and nothing of the ConvNet's or of MNIST's
@@ -93,5 +94,24 @@ def test_mnist_checkpoint_on_fashion_warns_and_a_non_convnet_report_names_its_ow
 
 
 def test_the_hls4ml_output_note_is_the_models_own(mlp_tiny_on_fashion):
-    rep, md = mlp_tiny_on_fashion
+    rep, md, _ = mlp_tiny_on_fashion
     assert "fc2" not in md and "seed model" not in md and "(MatMul_2's accumulator)" in md
+
+
+def test_a_vendor_result_keeps_the_value_ranges_in_report_md(mlp_tiny_on_fashion, tmp_path):
+    """`make synth` re-renders report.md from report.json (``add_vendor``): the value-range section that the
+    build appended after its first render must survive it."""
+    import shutil
+    from fpga_flow.backends.hls4ml import report as hls_report
+    _, md, build = mlp_tiny_on_fashion
+    copy = tmp_path / "mlp_tiny"
+    shutil.copytree(build, copy)
+    section = md[md.index("## Value ranges"):]
+    res = {"resources": {"lut": 1, "ff": 2, "dsp": 0, "bram18k": 0}, "utilisation_pct": {}}
+    vendor = {"tool": "stand-in tool", "part": "xc7z020clg400-1", "clock_ns": 10.0, "logs": [],
+              "csynth": {"latency_cycles": {"min": 1, "max": 2}, "latency_ns": {"min": 10, "max": 20},
+                         "interval_cycles": {"min": 1, "max": 1}, "estimated_clock_ns": 9.0, **res}}
+    hls_report.add_vendor(copy, vendor)
+    after = (copy / "report.md").read_text()
+    assert "vendor synthesis (stand-in tool" in after  # report.md was rendered again
+    assert section.strip() in after

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import front, report
+from ... import front, profile, report
 from . import estimate, fit, synth
 
 def _output(info: dict, ls: dict | None, fs: dict | None = None, note: str = "") -> dict:
@@ -289,4 +289,7 @@ def add_vendor(build: Path, vendor: dict) -> None:
     except (KeyError, TypeError):  # a report.json from an older flow: leave its report.md as it is
         return
     img = "\n![steps and confusion](report.png)\n" if (build / "report.png").is_file() else ""
+    if rep.get("value_ranges"):  # the section report.step_value_ranges appended after the first render
+        fig = report.RANGES_FIGURE if (build / report.RANGES_FIGURE).is_file() else None
+        img += "\n".join(profile.markdown(rep["value_ranges"], fig)) + "\n"
     (build / "report.md").write_text(md + img)
