@@ -30,6 +30,7 @@ from .hw.fifo import StreamFIFO
 from .hw.mvu import MVU
 from .hw.pool import MaxPool
 from .hw.window import SlidingWindow
+from .hw.window import in_lanes as window_in_lanes
 
 TOP = "fpga_flow_stream"  # Verilog module name of the design
 
@@ -48,6 +49,12 @@ def _out(layer) -> tuple[tuple[int, int, int], int, bool]:
     # a dense layer's output is one pixel whatever its in_shape (spec.Mac.out_shape assumes a 1x1 input there)
     shape = (1, 1, layer.out_channels) if layer.kind == "dense" else layer.out_shape
     return shape, layer.out_bits, layer.out_signed or layer.requant is None
+
+
+def mac_in_lanes(layer: spec.Mac) -> int:
+    """The lanes a Mac's first block takes: its SIMD, except a multi-tap window (SIMD over several kernel taps),
+    which takes one pixel a beat."""
+    return window_in_lanes(layer.in_shape[2], layer.simd) if layer.kind == "conv" else layer.simd
 
 
 @dataclass
@@ -87,9 +94,10 @@ def plan(layers: list, input_lanes: int, fifo_depth: int = 2, depths: dict[int, 
         if isinstance(layer, spec.MaxPool):
             blocks.append((f"l{n}_pool", partial(MaxPool, layer, lanes)))
         else:
-            if lanes != layer.simd:
-                dwc.check(math.prod(shape) if is_dense else shape[2], lanes, layer.simd)
-                blocks.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, layer.simd, bits)))
+            want = mac_in_lanes(layer)
+            if lanes != want:
+                dwc.check(math.prod(shape) if is_dense else shape[2], lanes, want)
+                blocks.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, want, bits)))
             if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
                 blocks.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
                                                     layer.simd, bits, depthwise=layer.kind == "depthwise")))
