@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.window import SlidingWindow
+from fpga_flow.backends.rtl.hw.window import SlidingWindow, legal_simd
 from tests.rtl.stream_tb import run_stream
 
 pytestmark = pytest.mark.rtl
@@ -100,7 +100,6 @@ def im2col(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
 def test_multitap_window_equals_im2col(seed):
     """Random conv geometries with every multi-tap SIMD the generator accepts picked at random: the stream,
     regrouped into whole windows, ``==`` im2col, under random stalls; three images back to back."""
-    from fpga_flow.backends.rtl.hw.window import legal_simd
     rng = np.random.default_rng(300 + seed)
     k, stride = int(rng.integers(2, 6)), int(rng.integers(1, 3))
     pad = int(rng.integers(0, k))
@@ -123,3 +122,22 @@ def test_window_refuses_taps_it_cannot_hand_out():
         SlidingWindow((6, 6, 2), 3, 1, 0, 6, 4, depthwise=True)
     with pytest.raises(ValueError, match="neither divides"):
         SlidingWindow((6, 6, 2), 3, 1, 0, 3, 4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_with_extra_line_buffer_rows(seed):
+    """More row slots than K + stride (the design builds 2K + stride): same stream, ``==`` im2col / the
+    numpy windows, under random stalls, three images."""
+    rng = np.random.default_rng(500 + seed)
+    k, stride = int(rng.integers(1, 6)), int(rng.integers(1, 3))
+    pad = int(rng.integers(0, k))
+    H, W = (int(rng.integers(max(1, k - 2 * pad), 8)) for _ in range(2))
+    C = int(rng.integers(1, 3))
+    simd = int(rng.choice(legal_simd(C, k)))
+    rows = k + stride + int(rng.integers(1, k + 3))
+    x = rng.integers(-4, 4, size=(3, H, W, C))
+    dut = SlidingWindow((H, W, C), k, stride, pad, simd, 3, rows=rows)
+    got = run_stream(dut, [stream.pack(v, 3) for v in x.reshape(-1, dut.in_lanes)], dut.beats_per_image * 3,
+                     seed=seed, p_valid=float(rng.choice([0.5, 1.0])), p_ready=float(rng.choice([0.5, 1.0])))
+    got = np.array([stream.unpack(b, simd, 3, True) for b in got]).reshape(-1, k * k * C)
+    assert np.array_equal(got, im2col(x, k, stride, pad))

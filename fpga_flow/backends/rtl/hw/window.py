@@ -20,7 +20,10 @@ reader walks the window loops; before an output row it waits until every input r
 every row it will free) is complete; after the row it frees the rows no later output row reads (after an
 image's last row: all the image's remaining rows, including bottom rows no window reaches). With ``R = K +
 stride`` the writer can fill the next output row's rows while the reader works on the current one, so the
-reader issues one beat per cycle in steady state, also across image boundaries. Reads and writes never touch
+reader issues one beat per cycle in steady state. ``rows`` adds slots: with ``2K + stride`` (what
+:mod:`..design` builds) the writer can also take the next image's first rows while the reader is still on
+this image's last ones, so a producer slower per row than the reader at the image's start (a conv fed by
+another conv) is not stalled at every image boundary waiting for the K rows of a new image. Reads and writes never touch
 the same slot: the writer only writes the slot after the filled ones, and a freed row's slot counts as
 filled until its last read has left the address register.
 
@@ -66,7 +69,7 @@ def legal_simd(channels: int, k: int, depthwise: bool = False) -> list[int]:
 
 class SlidingWindow(wiring.Component):
     def __init__(self, in_shape: tuple[int, int, int], k: int, stride: int, pad: int, simd: int, bits: int,
-                 depthwise: bool = False):
+                 depthwise: bool = False, rows: int | None = None):
         H, W, C = in_shape
         taps = simd // C if simd > C else 1
         if simd < 1 or (C % simd if simd <= C else simd % C):
@@ -83,7 +86,9 @@ class SlidingWindow(wiring.Component):
         self.oh, self.ow = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
         if self.oh < 1 or self.ow < 1:
             raise ValueError(f"sliding window: a {k}x{k} window does not fit a {H}x{W} image padded by {pad}")
-        self.rows = k + stride  # line-buffer row slots
+        self.rows = rows or k + stride  # line-buffer row slots
+        if self.rows < k + stride:
+            raise ValueError(f"sliding window: {self.rows} line-buffer rows, fewer than K + stride = {k + stride}")
         super().__init__({"i": In(stream.signature(self.in_lanes, bits)), "o": Out(stream.signature(simd, bits))})
 
     @property
