@@ -76,3 +76,19 @@ def test_one_changed_weight_fails_the_comparison(model):
     got, _ = run(faulty, x)
     assert not np.array_equal(got, want)
     assert np.array_equal(got, want_faulty)
+
+
+@pytest.mark.parametrize("pe,simd", [(4, 3), (2, 9)])
+def test_multitap_conv_in_verilator_equals_reference(model, pe, simd):
+    """The same model with its 1-channel conv taking several kernel taps a beat (SIMD 3: a kernel row; 9: the
+    whole window), its PE changed too: ``==`` the reference, and the simulated steady state beats what one
+    tap a beat allows at the same PE (64 pixels x 4/PE neuron folds x 9 taps)."""
+    from dataclasses import replace
+
+    layers, x = model
+    folded = [replace(layers[0], pe=pe, simd=simd), *layers[1:]]
+    want = spec.reference(folded, x).reshape(N_IMAGES, -1)
+    got, cycles = run(folded, x)
+    print(f"multi-tap conv pe={pe} simd={simd}:", cycles)
+    assert np.array_equal(got, want)
+    assert cycles["cycles_per_image"] < 64 * (4 // pe) * 9

@@ -76,3 +76,17 @@ def test_overrides_win_and_illegal_foldings_are_refused():
     out, how = folding.choose(ls, {"target_fps": 50_000, "folding": {"fc": [4, 8]}, "_names": ["c", "p", "fc", "o"]},
                               {}, CLOCK_MHZ)
     assert (out[2].pe, out[2].simd) == (4, 8) and how["overrides"] == {"fc": [4, 8]}
+
+
+def test_a_one_channel_conv_folds_over_kernel_taps():
+    """A 1-channel 5x5 conv on 28x28 (convnet's first layer): SIMD may take 5 taps (a kernel row) or 25 (the
+    window), not 1 only, so a target beyond 24*24*25 cycles per image (6,944 images/s) is met; 10 taps (neither a
+    divisor of K nor whole rows) is not offered."""
+    rng = np.random.default_rng(1)
+    conv = spec.Mac("conv", (28, 28, 1), rng.integers(-7, 8, size=(10, 5, 5, 1)), 8, False,
+                    requant=spec.Requant(np.sort(rng.integers(-900, 900, size=(10, 15)), axis=1),
+                                         np.zeros(10, np.int64), np.ones(10, np.int64)), out_bits=4, k=5)
+    assert sorted({s for _, s in folding.options(conv)}) == [1, 5, 25]
+    out = folding.for_target([conv], 31_250, CLOCK_MHZ)[0]
+    assert folding.layer_cycles(out, out.pe, out.simd) <= 3_200 < 24 * 24 * 25
+    assert out.pe * out.simd == 50  # the fewest multipliers reaching it: 576 pixels x NF*SF <= 5

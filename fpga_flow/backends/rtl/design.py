@@ -2,9 +2,10 @@
 one output stream of the last layer's codes, the blocks in between chained FINN-style.
 
 Per layer: a :class:`spec.Mac` becomes a lane-width converter to its SIMD (only where the lanes differ), a
-sliding-window generator (conv and depthwise, unless the window is the pixel itself: K=1, stride 1, no pad;
-a dense layer reads the previous stream directly as one vector), the MVU, and a FIFO; a :class:`spec.MaxPool`
-becomes a max-pool block on the lanes it receives, and a FIFO. A FIFO also sits behind the input port, so
+sliding-window generator (``2K + stride`` line-buffer rows, :func:`window_rows`; conv and depthwise, unless
+the window is the pixel itself: K=1, stride 1, no pad; a dense layer reads the previous stream directly as
+one vector), the MVU, and a FIFO; a :class:`spec.MaxPool` becomes a max-pool block on the lanes it receives,
+and a FIFO. A FIFO also sits behind the input port, so
 the top's ``i.ready`` and ``o.valid`` come from flops.
 
 Ports (Verilog, top module :data:`TOP`): ``clk``, ``rst``, ``i__payload``/``i__valid``/``i__ready`` and
@@ -30,6 +31,7 @@ from .hw.fifo import StreamFIFO
 from .hw.mvu import MVU
 from .hw.pool import MaxPool
 from .hw.window import SlidingWindow
+from .hw.window import in_lanes as window_in_lanes
 
 TOP = "fpga_flow_stream"  # Verilog module name of the design
 
@@ -48,6 +50,19 @@ def _out(layer) -> tuple[tuple[int, int, int], int, bool]:
     # a dense layer's output is one pixel whatever its in_shape (spec.Mac.out_shape assumes a 1x1 input there)
     shape = (1, 1, layer.out_channels) if layer.kind == "dense" else layer.out_shape
     return shape, layer.out_bits, layer.out_signed or layer.requant is None
+
+
+def mac_in_lanes(layer: spec.Mac) -> int:
+    """The lanes a Mac's first block takes: its SIMD, except a multi-tap window (SIMD over several kernel taps),
+    which takes one pixel a beat."""
+    return window_in_lanes(layer.in_shape[2], layer.simd) if layer.kind == "conv" else layer.simd
+
+
+def window_rows(layer: spec.Mac) -> int:
+    """Line-buffer rows of a layer's window: ``2K + stride``, so the next image's first K rows can come in
+    while the window still reads this image's last ones (with ``K + stride`` a conv fed by a conv waited at
+    every image boundary for K new rows; never more rows than the image has plus ``K + stride``)."""
+    return layer.k + layer.stride + min(layer.k, layer.in_shape[0])
 
 
 @dataclass
@@ -87,12 +102,14 @@ def plan(layers: list, input_lanes: int, fifo_depth: int = 2, depths: dict[int, 
         if isinstance(layer, spec.MaxPool):
             blocks.append((f"l{n}_pool", partial(MaxPool, layer, lanes)))
         else:
-            if lanes != layer.simd:
-                dwc.check(math.prod(shape) if is_dense else shape[2], lanes, layer.simd)
-                blocks.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, layer.simd, bits)))
+            want = mac_in_lanes(layer)
+            if lanes != want:
+                dwc.check(math.prod(shape) if is_dense else shape[2], lanes, want)
+                blocks.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, want, bits)))
             if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
                 blocks.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
-                                                    layer.simd, bits, depthwise=layer.kind == "depthwise")))
+                                                    layer.simd, bits, depthwise=layer.kind == "depthwise",
+                                                    rows=window_rows(layer))))
             blocks.append((f"l{n}_mvu", partial(MVU, layer)))
             lanes = layer.pe
         shape, bits, sgn = _out(layer)

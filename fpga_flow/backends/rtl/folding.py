@@ -13,9 +13,10 @@ number, the cycle budget ``T`` per image:
   to the :data:`FIT_MARGIN`), then keep the smallest ``T`` (fastest design) that fits ``FIT_MARGIN`` of the
   part. The cost model is an estimate; the build measures the result with yosys and reports both.
 
-Legal foldings (what the blocks accept): PE divides the output channels; SIMD divides the vector (dense) or
-the input channels (conv, whose sliding window hands out SIMD channels of one pixel at a time); depthwise
-PE == SIMD dividing the channels.
+Legal foldings (what the blocks accept): PE divides the output channels; SIMD divides the vector (dense); for
+a conv, SIMD divides the input channels (the sliding window hands out SIMD channels of one pixel a beat) or is
+``T * C`` for ``T`` kernel taps a beat (``T`` divides K, or is whole kernel rows: ``window.legal_simd``), so a
+1-channel first conv is not held at SIMD 1; depthwise PE == SIMD dividing the channels.
 """
 
 from __future__ import annotations
@@ -23,21 +24,21 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ... import parts
 from ...errors import FlowError
 from . import cost
-from .hw import mvu, spec
+from .hw import mvu, spec, window
 
-# the parts the fit knows (the same budgets as the hls4ml estimate's table)
-PARTS = {"xc7z020": {"lut": 53200, "ff": 106400, "dsp": 220, "bram18k": 280}}
 FIT_MARGIN = 0.8  # the MVUs may take this share of the part's LUT/DSP/BRAM; the rest is left for the others
 
 
 def part_budget(part: str) -> dict:
-    for name, budget in PARTS.items():
-        if part.lower().startswith(name):
-            return {"name": name, **budget}
-    raise FlowError(f"no resource table for part {part!r} (known: {', '.join(PARTS)}); the fit needs one: give "
-                    "--target-fps instead")
+    """The part's resources from the one part table (:mod:`fpga_flow.parts`), with its device as ``name``."""
+    dev = parts.device_of(part)
+    if dev is None:
+        raise FlowError(f"no resource table for part {part!r} (known: {', '.join(parts.DEVICES)}); the fit needs "
+                        "one: give --target-fps instead")
+    return {"name": dev, **parts.DEVICES[dev].resources()}
 
 
 def divisors(n: int) -> list[int]:
@@ -51,9 +52,8 @@ def options(layer: spec.Mac) -> list[tuple[int, int]]:
         return [(d, d) for d in divisors(oc)]
     if layer.kind == "dense":
         n = mvu.weight_matrix(layer).shape[1]
-    else:
-        n = layer.in_shape[2]
-    return [(p, s) for p in divisors(oc) for s in divisors(n)]
+        return [(p, s) for p in divisors(oc) for s in divisors(n)]
+    return [(p, s) for p in divisors(oc) for s in window.legal_simd(layer.in_shape[2], layer.k)]
 
 
 def layer_cycles(layer: spec.Mac, pe: int, simd: int) -> int:

@@ -25,7 +25,7 @@ from ...config import BuildConfig
 from ...errors import FlowError
 from ...resources import cache_dir
 from . import folding, lower, measure, stream_report
-from .design import TOP, Design, to_verilog
+from .design import TOP, Design, mac_in_lanes, to_verilog
 from .hw import spec
 from .verilator import simulate_design
 
@@ -130,7 +130,7 @@ def _lanes_into(layers: list, n: int) -> int:
 def step_rtl_generate(state):
     r = state.backend
     first = r.layers[0]
-    lanes = first.simd if isinstance(first, spec.Mac) else 1
+    lanes = mac_in_lanes(first) if isinstance(first, spec.Mac) else 1
     r.design = Design(r.layers, lanes, depths=fifo_depths(r.layers))
     r.verilog = to_verilog(r.design)
     d = state.path("verilog")

@@ -43,10 +43,23 @@ class MaxPool(wiring.Component):
 
         cf, x, y = Signal(range(cf_n)), Signal(range(W)), Signal(range(H))
         rx, ry, px = Signal(range(k)), Signal(range(k)), Signal(range(OW + 1))
-        drop = (x >= OW * k) | (y >= OH * k)
-        first = (rx == 0) & (ry == 0)
-        last = (rx == k - 1) & (ry == k - 1)
-        m.d.comb += rd.addr.eq(Mux(drop, 0, px * cf_n + cf))
+        # the raster counters' next values (on a taken beat)
+        n_cf = Mux(cf == cf_n - 1, 0, cf + 1)
+        step = cf == cf_n - 1  # the column moves on
+        n_x = Mux(step, Mux(x == W - 1, 0, x + 1), x)
+        n_rx = Mux(step, Mux((rx == k - 1) | (x == W - 1), 0, rx + 1), rx)
+        n_px = Mux(step, Mux(x == W - 1, 0, Mux(rx == k - 1, px + 1, px)), px)
+        row = step & (x == W - 1)
+        n_y = Mux(row, Mux(y == H - 1, 0, y + 1), y)
+        n_ry = Mux(row, Mux((ry == k - 1) | (y == H - 1), 0, ry + 1), ry)
+        # what the beat after this one needs, registered with the counters, so the read-modify-write path
+        # (handshake -> accumulator read -> max -> write) starts at flops, not at counter compares (an ECP5
+        # place and route of dwsep had the row counter -> drop -> memory write as its 99.8 MHz critical path)
+        drop = Signal(init=int(OW * k < 1 or OH * k < 1))
+        first = Signal(init=1)
+        last = Signal(init=int(k == 1))
+        addr = Signal(range(max(OW * cf_n, 2)))
+        m.d.comb += rd.addr.eq(addr)
         best = Cat(*(Mux(first | (stream.lane(self.i.payload, n, bits, sgn) > stream.lane(rd.data, n, bits, sgn)),
                          self.i.payload[n * bits:(n + 1) * bits], rd.data[n * bits:(n + 1) * bits])
                      for n in range(lanes)))
@@ -62,11 +75,9 @@ class MaxPool(wiring.Component):
         with m.If(take):
             with m.If(emit):
                 m.d.sync += [out_valid.eq(1), out_data.eq(best)]
-            # raster counters: channel fold, column (with window column and pooled column), row
-            m.d.sync += cf.eq(Mux(cf == cf_n - 1, 0, cf + 1))
-            with m.If(cf == cf_n - 1):
-                m.d.sync += [x.eq(Mux(x == W - 1, 0, x + 1)), rx.eq(Mux((rx == k - 1) | (x == W - 1), 0, rx + 1)),
-                             px.eq(Mux(x == W - 1, 0, Mux(rx == k - 1, px + 1, px)))]
-                with m.If(x == W - 1):
-                    m.d.sync += [y.eq(Mux(y == H - 1, 0, y + 1)), ry.eq(Mux((ry == k - 1) | (y == H - 1), 0, ry + 1))]
+            n_drop = (n_x >= OW * k) | (n_y >= OH * k)
+            m.d.sync += [cf.eq(n_cf), x.eq(n_x), rx.eq(n_rx), px.eq(n_px), y.eq(n_y), ry.eq(n_ry),
+                         drop.eq(n_drop), first.eq((n_rx == 0) & (n_ry == 0)),
+                         last.eq((n_rx == k - 1) & (n_ry == k - 1)),
+                         addr.eq(Mux(n_drop, 0, n_px * cf_n + n_cf))]
         return m

@@ -1,9 +1,16 @@
 """The sliding-window generator: a pixel stream in, every output pixel's K x K window out, in the order the
 matrix-vector unit consumes it, from line buffers holding ``K + stride`` rows (never the whole image).
 
-Orders (``simd`` channels per beat; ``CF = C / simd`` beats per pixel):
+Orders (``simd`` values per beat; with ``simd <= C``, ``CF = C / simd`` beats per pixel):
   conv:      for each output pixel: for ky: for kx: for cf: one beat
   depthwise: for each output pixel: for cf: for ky: for kx: one beat
+Conv with ``simd > C`` (**multi-tap**): a beat holds ``T = simd / C`` whole pixels (kernel taps) that follow
+each other in the flattened (ky, kx, c) window, so the MVU's SIMD may divide ``K*K*C`` instead of only ``C``
+(a 1-channel first conv need not run at SIMD 1). ``T`` divides ``K`` (a beat is ``T`` taps of one kernel row)
+or is ``r*K`` with ``r`` dividing ``K`` (a beat is ``r`` whole kernel rows); the input stream is then one
+pixel (``C`` lanes) a beat (:func:`in_lanes`). Tap ``j`` of a beat is read through its own memory read port
+with its own address pipeline: the taps of a beat may lie in different rows and columns, so one port cannot
+serve them.
 Padding positions are zero codes. The image is zero padded by ``pad`` on every side, like
 :func:`spec._windows`.
 
@@ -13,7 +20,10 @@ reader walks the window loops; before an output row it waits until every input r
 every row it will free) is complete; after the row it frees the rows no later output row reads (after an
 image's last row: all the image's remaining rows, including bottom rows no window reaches). With ``R = K +
 stride`` the writer can fill the next output row's rows while the reader works on the current one, so the
-reader issues one beat per cycle in steady state, also across image boundaries. Reads and writes never touch
+reader issues one beat per cycle in steady state. ``rows`` adds slots: with ``2K + stride`` (what
+:mod:`..design` builds) the writer can also take the next image's first rows while the reader is still on
+this image's last ones, so a producer slower per row than the reader at the image's start (a conv fed by
+another conv) is not stalled at every image boundary waiting for the K rows of a new image. Reads and writes never touch
 the same slot: the writer only writes the slot after the filled ones, and a freed row's slot counts as
 filled until its last read has left the address register.
 
@@ -24,7 +34,7 @@ ahead, and constant products are table lookups, not multipliers (an ECP5 place a
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -32,26 +42,58 @@ from amaranth.lib.wiring import In, Out
 from . import stream
 
 
+def in_lanes(channels: int, simd: int) -> int:
+    """The lanes the window takes per input beat: ``simd`` (channels of one pixel), or one whole pixel when a
+    beat holds several taps (``simd > channels``)."""
+    return min(simd, channels)
+
+
+def tap_steps(k: int, taps: int) -> tuple[int, int] | None:
+    """(taps per kernel row a beat covers, kernel rows a beat covers) for ``taps`` taps per beat, or None when
+    the window cannot hand out that many (``taps`` must divide ``k`` or be ``r*k`` with ``r`` dividing ``k``)."""
+    if taps >= 1 and k % taps == 0:
+        return taps, 1
+    if taps % k == 0 and k % (taps // k) == 0:
+        return k, taps // k
+    return None
+
+
+def legal_simd(channels: int, k: int, depthwise: bool = False) -> list[int]:
+    """Every SIMD the window generator accepts: divisors of the channels, and (conv) whole pixels times a tap
+    count :func:`tap_steps` accepts."""
+    out = [d for d in range(1, channels + 1) if channels % d == 0]
+    if not depthwise:
+        out += [t * channels for t in range(2, k * k + 1) if tap_steps(k, t)]
+    return out
+
+
 class SlidingWindow(wiring.Component):
     def __init__(self, in_shape: tuple[int, int, int], k: int, stride: int, pad: int, simd: int, bits: int,
-                 depthwise: bool = False):
+                 depthwise: bool = False, rows: int | None = None):
         H, W, C = in_shape
-        if simd < 1 or C % simd:
-            raise ValueError(f"sliding window: SIMD {simd} does not divide the {C} channels")
+        taps = simd // C if simd > C else 1
+        if simd < 1 or (C % simd if simd <= C else simd % C):
+            raise ValueError(f"sliding window: SIMD {simd} neither divides the {C} channels nor is a multiple of them")
+        if taps > 1 and (depthwise or tap_steps(k, taps) is None):
+            raise ValueError(f"sliding window: {taps} kernel taps per beat (SIMD {simd}, {C} channels) need a conv "
+                             f"whose K={k} is a multiple of them or whose K*K they split into whole kernel rows")
         if k < 1 or stride < 1 or not 0 <= pad < k:
             raise ValueError(f"sliding window: need K >= 1, stride >= 1, 0 <= pad < K (got K={k}, "
                              f"stride={stride}, pad={pad})")
         self.in_shape, self.k, self.stride, self.pad = (H, W, C), k, stride, pad
         self.simd, self.bits, self.depthwise = simd, bits, depthwise
+        self.taps, self.in_lanes = taps, in_lanes(C, simd)
         self.oh, self.ow = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
         if self.oh < 1 or self.ow < 1:
             raise ValueError(f"sliding window: a {k}x{k} window does not fit a {H}x{W} image padded by {pad}")
-        self.rows = k + stride  # line-buffer row slots
-        super().__init__({"i": In(stream.signature(simd, bits)), "o": Out(stream.signature(simd, bits))})
+        self.rows = rows or k + stride  # line-buffer row slots
+        if self.rows < k + stride:
+            raise ValueError(f"sliding window: {self.rows} line-buffer rows, fewer than K + stride = {k + stride}")
+        super().__init__({"i": In(stream.signature(self.in_lanes, bits)), "o": Out(stream.signature(simd, bits))})
 
     @property
     def beats_per_image(self) -> int:
-        """Output beats per image (input beats: H * W * C / simd)."""
+        """Output beats per image (input beats: H * W * C / in_lanes)."""
         H, W, C = self.in_shape
         return self.oh * self.ow * self.k * self.k * C // self.simd
 
@@ -74,11 +116,13 @@ class SlidingWindow(wiring.Component):
         m = Module()
         H, W, C = self.in_shape
         k, s, p, R = self.k, self.stride, self.pad, self.rows
-        cf_n = C // self.simd
+        lanes, T = self.in_lanes, self.taps
+        tx, ry = tap_steps(k, T) if T > 1 else (1, 1)  # a beat: tx taps of a kernel row x ry kernel rows
+        cf_n = C // lanes
         row_beats = W * cf_n
-        m.submodules.mem = mem = Memory(shape=unsigned(self.simd * self.bits), depth=R * row_beats, init=[])
+        m.submodules.mem = mem = Memory(shape=unsigned(lanes * self.bits), depth=R * row_beats, init=[])
         wr = mem.write_port()
-        rd = mem.read_port(domain="sync")
+        rds = [mem.read_port(domain="sync") for _ in range(T)]  # one per tap of a beat
 
         filled = Signal(range(R + 1))  # complete rows in the ring whose last read has not happened yet
         avail = Signal(range(R + 1))  # complete rows from the oldest one the reader's current row reads
@@ -109,33 +153,40 @@ class SlidingWindow(wiring.Component):
         need = Signal(range(R + 1), init=need_tab[0])
         free = Signal(range(R + 1), init=free_tab[0])
 
-        r, x = top + ky, left + kx
-        in_pad = (r < 0) | (r >= H) | (x < 0) | (x >= W)
-        slot_raw = head + (r - h0)
-        slot = Mux(slot_raw >= R, slot_raw - R, slot_raw)
-        # constant products from small tables, not multipliers (yosys put a DSP multiply on this path)
-        slot_base = Array(Const(n * row_beats) for n in range(R))[slot]
-        col = Mux(in_pad, 0, x)[:max(W - 1, 1).bit_length()]
-        col_base = Array(Const(n * cf_n) for n in range(W))[col]
-        addr = Mux(in_pad, 0, slot_base + col_base + cf)
+        in_pads, addrs = [], []
+        for j in range(T):  # tap j of a beat: (ky + j // tx, kx + j % tx) of the window
+            r, x = top + ky + j // tx, left + kx + j % tx
+            in_pad = (r < 0) | (r >= H) | (x < 0) | (x >= W)
+            slot_raw = head + (r - h0)
+            slot = Mux(slot_raw >= R, slot_raw - R, slot_raw)
+            # constant products from small tables, not multipliers (yosys put a DSP multiply on this path)
+            slot_base = Array(Const(n * row_beats) for n in range(R))[slot]
+            col = Mux(in_pad, 0, x)[:max(W - 1, 1).bit_length()]
+            col_base = Array(Const(n * cf_n) for n in range(W))[col]
+            in_pads.append(in_pad)
+            addrs.append(Mux(in_pad, 0, slot_base + col_base + cf))
 
         # pipeline, all stages moving on `advance`: S0 counters -> S1 address register -> memory read ->
         # output register (the memory's own); a row's slots are handed back to the writer when its last read
         # leaves S1, not when it is issued
-        out_valid, out_pad = Signal(), Signal()
-        s1_valid, s1_pad, s1_addr = Signal(), Signal(), Signal.like(rd.addr)
-        s1_row_end, s1_free = Signal(), Signal.like(free)
+        out_valid = Signal()
+        out_pad = [Signal(name=f"out_pad{j}") for j in range(T)]
+        s1_pad = [Signal(name=f"s1_pad{j}") for j in range(T)]
+        s1_addr = [Signal.like(rds[0].addr, name=f"s1_addr{j}") for j in range(T)]
+        s1_valid, s1_row_end, s1_free = Signal(), Signal(), Signal.like(free)
         advance = ~out_valid | self.o.ready  # the output register is free next cycle
         issue = advance & (need <= avail)
         row_end = Signal()
-        m.d.comb += [rd.en.eq(advance), rd.addr.eq(s1_addr),
-                     self.o.valid.eq(out_valid), self.o.payload.eq(Mux(out_pad, 0, rd.data))]
+        m.d.comb += [self.o.valid.eq(out_valid),
+                     self.o.payload.eq(Cat(*[Mux(out_pad[j], 0, rds[j].data) for j in range(T)]))]
+        m.d.comb += [p.en.eq(advance) for p in rds] + [p.addr.eq(a) for p, a in zip(rds, s1_addr)]
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(issue), s1_pad.eq(in_pad), s1_addr.eq(addr), s1_row_end.eq(row_end),
-                         s1_free.eq(free), out_valid.eq(s1_valid), out_pad.eq(s1_pad)]
+            m.d.sync += [s1_valid.eq(issue), s1_row_end.eq(row_end), s1_free.eq(free), out_valid.eq(s1_valid)]
+            m.d.sync += [s1_pad[j].eq(in_pads[j]) for j in range(T)] + [s1_addr[j].eq(addrs[j]) for j in range(T)]
+            m.d.sync += [out_pad[j].eq(s1_pad[j]) for j in range(T)]
 
         loops = [(kx, 0, k - 1, 1), (ky, 0, k - 1, 1), (cf, 0, cf_n - 1, 1)] if self.depthwise else \
-            [(cf, 0, cf_n - 1, 1), (kx, 0, k - 1, 1), (ky, 0, k - 1, 1)]
+            [(cf, 0, cf_n - 1, 1), (kx, 0, k - tx, tx), (ky, 0, k - ry, ry)]
         loops += [(left, -p, last_left, s), (top, -p, last_top, s)]
         with m.If(issue):
             carry = None  # innermost loop always steps
