@@ -76,3 +76,36 @@ def test_an_untouched_graph_passes_on_every_image(tmp_path):
     with np.load(tmp_path / "m.partial" / "golden.npz") as z:
         assert z["qonnx_channels_last"].shape[0] == N
         assert np.array_equal(z["qonnx_channels_last"], z["qonnx"])
+
+
+@pytest.mark.parametrize("edit", ["weights header", "weights text", "new file", "removed file"])
+def test_any_edit_of_the_project_files_is_refused_before_csim(tmp_path, edit):
+    """The digest covers every file the project holds (the w*.h synthesis reads, the .txt copies, a file added
+    or removed), so `csim` refuses an edited project before compiling anything."""
+    import json
+
+    from fpga_flow import BuildConfig as Cfg
+    from fpga_flow import FlowError
+    from fpga_flow.backends.hls4ml import steps as hls_steps
+    from fpga_flow.codegen import BuildPlan
+    from fpga_flow.runner import State
+
+    work = tmp_path / "m"
+    w = work / "hls" / "firmware" / "weights"
+    w.mkdir(parents=True)
+    (w / "w2.h").write_text("weight_t w2[2] = {0.75, -0.5};\n")
+    (w / "w2.txt").write_text("0.75, -0.5\n")
+    (work / "hls" / "firmware" / "m.cpp").write_text("// the design\n")
+    (work / "plan_info.json").write_text(json.dumps({"digest": BuildPlan.from_dir(work / "hls").digest()}))
+    if edit == "weights header":
+        (w / "w2.h").write_text("weight_t w2[2] = {0.875, -0.5};\n")
+    elif edit == "weights text":
+        (w / "w2.txt").write_text("0.875, -0.5\n")
+    elif edit == "new file":
+        (w / "w3.h").write_text("weight_t w3[1] = {1};\n")
+    else:
+        (work / "hls" / "firmware" / "m.cpp").unlink()
+    state = State(cfg=Cfg(model="m"), name="m", module=None, input_shape=(1,), out_dir=work,
+                  x=np.zeros((1, 1), np.float32), progress=False, backend=hls_steps.Hls4mlState(), work=work)
+    with pytest.raises(FlowError, match="was modified after it was generated"):
+        hls_steps.step_csim_build(state)
