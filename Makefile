@@ -42,7 +42,7 @@ $(MAKE_STATE)/exit_with.so:
 		-o $@ $(MAKE_STATE)/exit_with.c 2>/dev/null || true
 # $(call run,TARGET,COMMAND): the recipe line of .run-TARGET
 run = @mkdir -p $(MAKE_STATE); $(2); echo $$? > $(call EXIT_FILE,$(1))
-CLI_TARGETS := hls csim train test fuzz bench bench-accuracy synth rtl models
+CLI_TARGETS := hls csim train test test-all fuzz bench bench-accuracy synth rtl models
 $(CLI_TARGETS): %: .run-%
 	@$(eval code := $(or $(file <$(call EXIT_FILE,$*)),1))$(shell rm -f $(call EXIT_FILE,$*))$(if \
 		$(filter-out 0,$(code)),$(exit-with $(code)))exit $(code)
@@ -53,7 +53,8 @@ help:
 	@echo "make hls MODEL=convnet FUSE=0        the same without the fused conv+ReLU kernels (for comparison)"
 	@echo "make csim MODEL=convnet N=5000       re-verify the existing project"
 	@echo "make train MODEL=convnet             quantization-aware training -> build/checkpoints/ (shipped ones untouched)"
-	@echo "make test                            the test suite (no vendor tools needed)"
+	@echo "make test                            the test suite (no vendor tools needed; the slow tests left out)"
+	@echo "make test-all                        every test, the slow ones too (nightly; docs/testing.md)"
 	@echo "make fuzz [N=500] [SEED=0]           random models through the flow (default 50): exact or refused, never wrong"
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
@@ -89,8 +90,12 @@ $(VENV)/.installed-finn: $(VENV)/.installed
 .run-train: venv
 	$(call run,train,$(FLOW) train --model "$$MODEL" --weight-bits "$$W" --act-bits "$$A")
 
+# the tests marked slow (tests/slow.py) run in `make test-all` (nightly); each has a smaller default-run cover
 .run-test: venv
-	$(call run,test,$(PYRUN) pytest -q)
+	$(call run,test,$(PYRUN) pytest -q -m "not slow")
+
+.run-test-all: venv
+	$(call run,test-all,$(PYRUN) pytest -q)
 
 # random small Brevitas models through the whole flow; N models when given (e.g. make fuzz N=500; else the
 # CLI's default, not the image count N of the other targets), SEED for the generator

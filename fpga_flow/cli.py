@@ -297,6 +297,7 @@ def parser() -> argparse.ArgumentParser:
                                 "FPGA hardware (hls4ml / Vitis HLS), proven bit-exact in C simulation.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"fpga-flow {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error (before COMMAND)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
     h = sub.add_parser("hls", help="export, convert, generate the hardware with --backend, verify it ==, report",
                        description="Backends: " + "; ".join(f"{n}: {backends.get_about(n)}" for n in backends.names()))
@@ -425,14 +426,34 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def os_error_line(e: OSError) -> str:
+    """An operating-system error as one line: the file, the system's words, what to do."""
+    import errno
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f) or "(no file named)"
+    what = {errno.ENOSPC: "no space left on the device: free some space and run again",
+            errno.EDQUOT: "disk quota exceeded: free some space and run again",
+            errno.EACCES: "permission denied: check the file's and its folder's permissions",
+            errno.EPERM: "operation not permitted: check the file's permissions and attributes (chattr)",
+            errno.EROFS: "read-only file system: choose another --out"}.get(e.errno, e.strerror or str(e))
+    return (f"{where}: {what} (a build in progress was discarded; the previous build is untouched; "
+            "--debug before the command shows the traceback)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_libraries()
     try:
         return args.func(args)
     except FlowError as e:
+        if args.debug:
+            raise
         print(f"fpga-flow: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # disk full, permissions, ...: one line naming the file (#15 item 10); --debug: traceback
+        if args.debug:
+            raise
+        print(f"fpga-flow: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fpga-flow: interrupted; the previous build is untouched", file=sys.stderr)
         return 130

@@ -168,8 +168,12 @@ def swap_in(staging: Path, out: Path) -> None:
         os.rename(staging, out)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
-        raise FlowError(f"could not put the new build in place at {out} ({e.strerror or e}); the previous "
-                        f"build is untouched and the new one is in {staging}") from e
+        old = out.with_name(f".{out.name}.tmp-old-{os.getpid()}")
+        if old.is_dir() and not out.exists():  # the two-rename fallback failed half-way: the build goes back
+            os.rename(old, out)
+        raise FlowError(f"could not put the new build in place at {out} ({e.strerror or e}): check the "
+                        "folder's permissions and attributes (chattr -i); the previous build is untouched and "
+                        "the new one was discarded") from e
 
 
 def _replace_with(src: Path, dst: Path) -> None:

@@ -68,3 +68,12 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests listed in tests/slow.py ``slow``: `make test` leaves them out, `make test-all` runs them
+    (docs/testing.md). Marks only: the tests' own files are not edited."""
+    from tests.slow import SLOW
+    for item in items:
+        if item.nodeid in SLOW or item.nodeid.split("[")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)

@@ -286,7 +286,8 @@ def _check_project(build: Path, model: str) -> dict:
     if not hls.is_dir() or not info_p.is_file():
         raise FlowError(f"no generated project in {build}: run `make hls MODEL={model}` first")
     digest = BuildPlan.from_dir(hls).digest()
-    want = json.loads(info_p.read_text()).get("digest")
+    from .steps import load_plan_info
+    want = load_plan_info(info_p, model)["digest"]
     if digest != want:
         raise FlowError(f"{hls} was modified after it was generated (digest {digest[:12]} != {str(want)[:12]}); "
                         f"rebuild it with `make hls MODEL={model}`")
