@@ -106,6 +106,9 @@ def _plot(path: Path, rows: list[dict], front: list[dict], model: str, space: sp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
 
     kind = cost_label(rows)
     how = next(r.get("cost_how") for r in ok)
@@ -132,6 +135,14 @@ def _plot(path: Path, rows: list[dict], front: list[dict], model: str, space: sp
     ax2.set_xlabel(f"LUT ({kind})")
     ax2.set_ylabel(f"images/s ({kind})")
     fig.colorbar(sc2, ax=ax2, label="test accuracy (%)")
+    luts = [r["lut"] for r in ok]
+    for axis, values in ((ax.xaxis, luts), (ax2.xaxis, luts), (ax2.yaxis, fps)):
+        # log only over a decade or more; plain numbers, no crowded minor labels
+        if max(values) < 10 * max(min(values), 1e-9):
+            (ax2.set_yscale if axis is ax2.yaxis else axis.axes.set_xscale)("linear")
+        else:
+            axis.set_minor_formatter(NullFormatter())
+        axis.set_major_formatter(plain)
     fig.suptitle(f"{model}: {len(ok)} verified trial(s), backend {space.settings['backend']}; cost: {how}",
                  fontsize=8)
     fig.tight_layout()
@@ -164,9 +175,9 @@ def _markdown(out: Path, model: str, space: spaces.Space, rows: list[dict], fron
              f"{len(rows)} trial(s): {len(ok)} verified (`==` on every image), {len(failed)} failed or not run. "
              "A failed trial is never a point of the plot or of the Pareto set.", "",
              f"- cost: **{kind}** ({how})",
-             f"- accuracy: the trial's quantized model on the {_fmt(ok[0]['test_images'] if ok else None)} MNIST "
+             f"- accuracy: the trial's quantized model on the {_fmt(ok[0]['test_images'] if ok else None, ',')} MNIST "
              f"test images (torch); the hardware was verified `==` on the first {s['n_images']} of them",
-             f"- each trial: fine-tune {s['epochs']} epoch(s) from `{s['parent']}` (lr {s['lr']:g}, batch "
+             f"- each trial: fine-tune {s['epochs']} epoch(s) from {_parent(model, s['parent'])} (lr {s['lr']:g}, batch "
              f"{s['batch_size']}, seed {s['seed']}, "
              f"{train_set}), "
              f"then build and verify; {s['cpus_per_trial']} CPU(s) per trial",
@@ -174,9 +185,14 @@ def _markdown(out: Path, model: str, space: spaces.Space, rows: list[dict], fron
              f"- files: `{RESULTS_CSV}`, `{RESULTS_JSON}`" + (f", `{PLOT}`" if plotted else "")
              + f", one folder per trial under `{out.name}/tune/`"]
     walls = [r["wall_s"] for r in rows if _num(r.get("wall_s"))]
+    starts = [r["started"] for r in rows if _num(r.get("started"))]
+    ends = [r["ended"] for r in rows if _num(r.get("ended"))]
+    if wall_s is None and starts and ends:
+        wall_s = max(ends) - min(starts)
     if walls:
         lines.append(f"- wall time per trial: median {sorted(walls)[len(walls) // 2]:.0f} s, min {min(walls):.0f} s, "
-                     f"max {max(walls):.0f} s" + (f"; whole sweep {wall_s:.0f} s" if wall_s else ""))
+                     f"max {max(walls):.0f} s, sum {sum(walls):.0f} s"
+                     + (f"; whole sweep (first trial start to last trial end) {wall_s:.0f} s" if wall_s else ""))
     if plotted:
         lines += ["", f"![Pareto plot]({PLOT})"]
     head = ["trial", *pcols, "accuracy", "==", "LUT", "FF", "DSP", "BRAM18", "images/s", "train s", "build s",
@@ -236,6 +252,12 @@ def rebuild_commands(out: Path, model: str, space: spaces.Space, row: dict) -> l
     lines.append(f"fpga-flow hls --config {q(shown(build / 'config.toml'))} --checkpoint {q(ckpt)} "
                  f"--out build/sweep-rebuild/{q(row['trial'])}")
     return lines
+
+
+def _parent(model: str, parent: str) -> str:
+    if parent == spaces.PARENT_SHIPPED:
+        return f"the shipped `{zoo.SHIPPED_PREFIX}{model}_w4a4.pt`"
+    return "random weights" if parent == spaces.PARENT_NONE else f"`{parent}`"
 
 
 def _num(v) -> bool:
