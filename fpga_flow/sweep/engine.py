@@ -55,11 +55,17 @@ def _trial_dirname(trial) -> str:
     return f"{trial.trial_id}_{label(trial.config)}"
 
 
-def _trainable(config: dict, model: str, settings: dict, build: dict, defaults: dict, trial_fn: TrialFn) -> None:
+def _trainable(config: dict, model: str, settings: dict, build: dict, defaults: dict, trial_fn: TrialFn,
+               experiment: str) -> None:
     from ray import tune
 
     point = {**defaults, **config}
-    metrics = trial_fn(model, point, settings, build, tune.get_context().get_trial_dir())
+    # get_trial_dir() is Ray's staging folder under /tmp/ray, copied to the experiment only when the trial ends
+    # (and gone with the Ray session): the trial writes straight into its folder of the experiment instead, so
+    # paths recorded in its files (config.toml's checkpoint) stay valid. A multi-machine cluster needs
+    # --out on a shared filesystem, as Ray's storage_path does.
+    trial_dir = Path(experiment) / Path(tune.get_context().get_trial_dir()).name
+    metrics = trial_fn(model, point, settings, build, str(trial_dir))
     tune.report(metrics)
 
 
@@ -118,7 +124,17 @@ def init_ray(address: str | None, cpus: int | None) -> str:
               runtime_env={"env_vars": env}, ignore_reinit_error=True)
     addr = address or os.environ.get("RAY_ADDRESS")
     if addr:
-        ray.init(address=addr, **kw)
+        try:
+            ray.init(address=addr, **kw)
+        except (ConnectionError, RuntimeError) as e:  # Ray's AuthenticationError is a RuntimeError
+            said = f"{e} {e.__cause__ or ''}".lower()
+            auth = "authentication" in said and os.environ.get("RAY_AUTH_MODE") != "token"
+            raise FlowError(f"cannot connect to the Ray cluster at {addr} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0]})" + (
+                                ". Ray 2.60 clusters use token authentication, which a client given an address "
+                                "enables only when told: set RAY_AUTH_MODE=token (the token is read from "
+                                "~/.ray/auth_token, $RAY_AUTH_TOKEN_PATH or $RAY_AUTH_TOKEN)" if auth else
+                                ": is it running (`ray status`)?")) from None
         where = f"the Ray cluster at {addr}"
     else:
         ray.init(num_cpus=cpus or os.cpu_count() or 1, **kw)
@@ -157,7 +173,7 @@ def run(model: str, space: spaces.Space, out: str | os.PathLike, address: str | 
               f"backend {settings['backend']}; folder {resources.shown(out)}", flush=True)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, model=model, settings=settings, build=space.build,
-                             defaults=spaces.point_defaults(space), trial_fn=trial_fn),
+                             defaults=spaces.point_defaults(space), trial_fn=trial_fn, experiment=str(exp)),
         {"cpu": settings["cpus_per_trial"]})
     try:
         if resume:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import zoo
 from ..resources import shown
 from . import space as spaces
-from .trial import BUILD, RECORD
+from .trial import BUILD, CHECKPOINT, RECORD
 
 RESULTS_CSV, RESULTS_JSON, PLOT, REPORT = "results.csv", "results.json", "pareto.png", "report.md"
 SPACE_RECORD = "space.json"  # the space the sweep ran (written by the CLI at the start)
@@ -230,8 +230,9 @@ def rebuild_commands(out: Path, model: str, space: spaces.Space, row: dict) -> l
     build = d / row.get("build", f"{BUILD}/{model}")
     s = space.settings
     q = shlex.quote
-    lines = ["# rebuild the trial's hardware from its checkpoint (its recorded config):",
-             f"fpga-flow hls --config {q(shown(build / 'config.toml'))} --out build/sweep-rebuild/{q(row['trial'])}",
+    lines = ["# rebuild the trial's hardware from its checkpoint, with the build config it recorded:",
+             f"fpga-flow hls --config {q(shown(build / 'config.toml'))} --checkpoint {q(shown(d / CHECKPOINT))} "
+             f"--out build/sweep-rebuild/{q(row['trial'])}",
              "# or retrain the same recipe, then build it:"]
     parent = s["parent"]
     init = ""
