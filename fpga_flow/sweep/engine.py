@@ -137,7 +137,8 @@ def init_ray(address: str | None, cpus: int | None) -> str:
                                 ": is it running (`ray status`)?")) from None
         where = f"the Ray cluster at {addr}"
     else:
-        ray.init(num_cpus=cpus or os.cpu_count() or 1, **kw)
+        # "local": a new instance even when `ray start` left a cluster on this machine (address None would join it)
+        ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1, **kw)
         where = "a local Ray instance"
     return f"{where} ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
