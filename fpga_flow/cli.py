@@ -412,9 +412,9 @@ def parser() -> argparse.ArgumentParser:
     from .bench_accuracy import add_args as _bench_accuracy_args
     _bench_accuracy_args(ba)
     ba.set_defaults(func=cmd_bench_accuracy)
-    from .sweep import EPILOG as _SWEEP_EPILOG, add_args as _sweep_args
+    from .sweep import DESCRIPTION as _SWEEP_ABOUT, EPILOG as _SWEEP_EPILOG, add_args as _sweep_args
     sw = sub.add_parser("sweep", help="design-space search on Ray Tune: train, build, verify ==, cost; Pareto "
-                        "table, plot and report (docs/sweep.md)", epilog=_SWEEP_EPILOG,
+                        "table, plot and report (docs/sweep.md)", description=_SWEEP_ABOUT, epilog=_SWEEP_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _sweep_args(sw)
     sw.set_defaults(func=cmd_sweep)

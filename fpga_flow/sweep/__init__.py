@@ -15,20 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from ..errors import FlowError
 from ..resources import DEFAULT_OUT, shown
 from . import engine, report, space
 
-__all__ = ["EPILOG", "add_args", "main", "run_sweep"]
+__all__ = ["DESCRIPTION", "EPILOG", "add_args", "main", "run_sweep"]
+
+DESCRIPTION = textwrap.fill("Search a space of recipes (weight/activation bits, pruning, hls4ml reuse factor or rtl target fps) "
+               "on Ray Tune. Each trial fine-tunes the model at its point, builds it with the space's backend, "
+               "verifies it == the integer golden and reads its cost: hls4ml's analytic ESTIMATE, or the rtl "
+               "backend's MEASURED yosys counts and Verilator cycles. A trial that is not == is a failed trial, "
+               "never a point. Local by default; a cluster with --address or RAY_ADDRESS.", 100)
 
 EPILOG = """\
 examples:
   fpga-flow sweep --model convnet                      the shipped default space (8 trials, hls4ml estimate)
   fpga-flow sweep --model convnet --space convnet_bench  the 24-trial space of docs/bench/sweep.md
   fpga-flow sweep --model mlp_tiny --space my.toml -n 200 --epochs 1
-  RAY_ADDRESS=127.0.0.1:6379 fpga-flow sweep ...        the same sweep on a running Ray cluster
+  RAY_AUTH_MODE=token RAY_ADDRESS=127.0.0.1:6379 fpga-flow sweep ...   the same sweep on a running Ray cluster
   fpga-flow sweep --model convnet --resume              continue an interrupted sweep (finished trials kept)
   fpga-flow sweep --model convnet --report-only         rewrite the table, plot and report.md
 
