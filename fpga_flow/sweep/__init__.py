@@ -67,12 +67,15 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="train each trial on the first N training images only (smoke runs; default: all)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out from Ray Tune's experiment "
                    "state: finished trials are kept, unfinished ones run again")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: run the failed trials again too "
+                   "(after fixing what made them fail; by default a failed trial stays failed)")
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md, the table and the plot")
     p.add_argument("--quiet", "-q", action="store_true", help="no line per trial")
 
 
 def run_sweep(model: str, sp: space.Space, out: str | Path, address: str | None = None, resume: bool = False,
-              cpus: int | None = None, trial_fn: engine.TrialFn | None = None, progress: bool = True) -> Path:
+              cpus: int | None = None, trial_fn: engine.TrialFn | None = None, progress: bool = True,
+              retry_failed: bool = False) -> Path:
     """Run (or resume) a sweep and write its report; returns report.md's path."""
     out = Path(out).resolve()
     engine.check_out(out, resume)  # before anything is written into a folder that holds another sweep
@@ -80,7 +83,7 @@ def run_sweep(model: str, sp: space.Space, out: str | Path, address: str | None 
     if not resume:
         (out / report.SPACE_RECORD).write_text(json.dumps(space.as_dict(sp), indent=1) + "\n")
     exp = engine.run(model, sp, out, address=address, resume=resume, cpus=cpus,
-                     trial_fn=trial_fn or engine.run_trial, progress=progress)
+                     trial_fn=trial_fn or engine.run_trial, progress=progress, retry_failed=retry_failed)
     return report.write(out, model, sp, exp)
 
 
@@ -105,7 +108,10 @@ def main(a: argparse.Namespace) -> int:
             raise FlowError(f"no sweep in {shown(out)} to report on")
         path = report.write(out.resolve(), a.model, sp, exp)
     else:
-        path = run_sweep(a.model, sp, out, address=a.address, resume=a.resume, cpus=a.cpus, progress=not a.quiet)
+        if a.retry_failed and not a.resume:
+            raise FlowError("--retry-failed goes with --resume (it reruns the failed trials of an existing sweep)")
+        path = run_sweep(a.model, sp, out, address=a.address, resume=a.resume, cpus=a.cpus, progress=not a.quiet,
+                         retry_failed=a.retry_failed)
     rows = report.collect(out.resolve() / engine.EXPERIMENT)
     ok = sum(r["status"] == "verified" for r in rows)
     print(f"{ok}/{len(rows)} trial(s) verified ==; cost: {report.cost_label(rows)}")

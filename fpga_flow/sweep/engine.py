@@ -158,10 +158,11 @@ def check_out(out: Path, resume: bool) -> Path:
 
 def run(model: str, space: spaces.Space, out: str | os.PathLike, address: str | None = None,
         resume: bool = False, cpus: int | None = None, trial_fn: TrialFn = run_trial,
-        progress: bool = True) -> Path:
+        progress: bool = True, retry_failed: bool = False) -> Path:
     """Run (or, with ``resume``, continue) the sweep of ``model`` over ``space`` into ``out``; returns the
-    experiment folder. Trials that fail are recorded by Tune as errored (never retried: a build that is not
-    bit-exact stays so)."""
+    experiment folder. Trials that fail are recorded by Tune as errored and not retried (a build that is not
+    bit-exact stays so), unless ``retry_failed`` on a resume: then they run again from their start (after
+    fixing what made them fail, e.g. a crash outside the flow)."""
     ray, tune = import_ray()
     out = Path(out).resolve()
     exp = check_out(out, resume)
@@ -179,7 +180,7 @@ def run(model: str, space: spaces.Space, out: str | os.PathLike, address: str | 
     try:
         if resume:
             tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+                                       resume_errored=False, restart_errored=retry_failed)
         else:
             tuner = tune.Tuner(
                 trainable, param_space=param_space(space),
