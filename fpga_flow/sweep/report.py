@@ -33,8 +33,13 @@ def collect(exp: Path, defaults: dict | None = None) -> list[dict]:
     """One row per trial folder of the experiment, in trial order: point (``defaults`` for the axes the space
     leaves out), status, metrics."""
     rows = []
-    for d in sorted(p for p in Path(exp).iterdir() if p.is_dir() and (p / "params.json").is_file()):
-        point = json.loads((d / "params.json").read_text())
+    current = _current_trials(Path(exp))
+    # Ray writes params.json when a trial ends; trial.json is ours, from its start (an interrupted trial has only it)
+    for d in sorted(p for p in Path(exp).iterdir() if p.is_dir() and any((p / f).is_file()
+                                                                           for f in ("params.json", RECORD))):
+        if current is not None and not any(d.name.startswith(f"{t}_") for t in current):
+            continue  # a failed trial that --retry-failed replaced with a new one (its folder is left as it was)
+        point = _read_json(d / "params.json") or {}
         rec = _read_json(d / RECORD)
         row: dict = {"trial": d.name, **(defaults or {}), **point, "status": "not run", "dir": d}
         if rec:
@@ -49,6 +54,16 @@ def collect(exp: Path, defaults: dict | None = None) -> list[dict]:
             row.setdefault("reason", _last_line((d / "error.txt").read_text()))
         rows.append(row)
     return rows
+
+
+def _current_trials(exp: Path) -> set[str] | None:
+    """Trial ids in Ray Tune's latest experiment state (None when there is none to read)."""
+    states = sorted(exp.glob("experiment_state-*.json"))  # named by the start time of each (resumed) run
+    try:
+        data = json.loads(states[-1].read_text())["trial_data"]
+        return {json.loads(t[0])["trial_id"] for t in data}
+    except (IndexError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def pareto(rows: list[dict], objectives: list[tuple[str, str]]) -> list[dict]:

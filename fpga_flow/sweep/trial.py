@@ -98,6 +98,7 @@ def run_trial(model: str, point: dict, settings: dict, build: dict, trial_dir: s
     out = Path(trial_dir)
     out.mkdir(parents=True, exist_ok=True)
     record: dict = {"model": model, "point": point, "status": "running", "started": time.time()}
+    _write(out / RECORD, record)  # an interrupted trial is still listed (as interrupted)
     t0 = time.perf_counter()
     torch.set_num_threads(settings["cpus_per_trial"])  # a trial gets its declared CPUs, not the machine
     with open(out / LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

@@ -227,3 +227,19 @@ def test_cli_help_and_usage_errors():
     assert (a.model, a.address, a.resume, a.max_concurrent, a.n_images, a.epochs, a.num_samples) == (
         "mlp_tiny", "h:1", True, 2, 30, 2, 3)
     assert cli.main(["sweep", "--model", "nonexistent_model"]) == 1
+
+
+def test_a_failed_trial_replaced_by_retry_failed_is_not_listed(tmp_path):
+    """--resume --retry-failed gives a failed trial a new id and folder; Tune's latest experiment state names the
+    trials that count, and the old folder (left as it was) is not a row any more."""
+    exp = tmp_path / "tune"
+    for name, status in (("aa_00000_w4a4", "verified"), ("aa_00001_w2a4", "failed"), ("bb12_w2a4", "verified")):
+        (exp / name).mkdir(parents=True)
+        (exp / name / trial.RECORD).write_text(json.dumps({"status": status, "point": {"weight_bits": 2}}))
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [
+        [json.dumps({"trial_id": t}), "{}"] for t in ("aa_00000", "aa_00001")]}))
+    assert [r["trial"] for r in report.collect(exp)] == ["aa_00000_w4a4", "aa_00001_w2a4"]
+    (exp / "experiment_state-2026-01-01_01-00-00.json").write_text(json.dumps({"trial_data": [
+        [json.dumps({"trial_id": t}), "{}"] for t in ("aa_00000", "bb12")]}))  # the resumed run's state
+    assert [(r["trial"], r["status"]) for r in report.collect(exp)] == [("aa_00000_w4a4", "verified"),
+                                                                        ("bb12_w2a4", "verified")]
