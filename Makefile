@@ -8,11 +8,12 @@ PYTHON ?= python3
 VENV ?= .venv
 FUSE ?= 1
 FINN_PLUS ?= finn-plus==1.6.1
+SPACE ?= default
 
 # Every variable reaches the shell through the environment and is expanded there inside quotes, never pasted
 # into the command line: `make hls 'MODEL=a; touch X #'` runs nothing and exits with the CLI's own error.
 # ARGS (extra flags) is split into words by Python's shlex (shell quoting rules, nothing executed or globbed).
-export MODEL N W A BACKEND PYTHON VENV ARGS SEED FINN_PLUS
+export MODEL N W A BACKEND PYTHON VENV ARGS SEED FINN_PLUS SPACE
 PY := "$$VENV/bin/python"
 # $(PYRUN) MODULE ARG...: python -m MODULE ARG... followed by the words of $ARGS
 PYRUN := $(PY) -c 'import os, runpy, shlex, sys; sys.argv[2:] += shlex.split(os.environ.get("ARGS", "")); \
@@ -42,7 +43,7 @@ $(MAKE_STATE)/exit_with.so:
 		-o $@ $(MAKE_STATE)/exit_with.c 2>/dev/null || true
 # $(call run,TARGET,COMMAND): the recipe line of .run-TARGET
 run = @mkdir -p $(MAKE_STATE); $(2); echo $$? > $(call EXIT_FILE,$(1))
-CLI_TARGETS := hls csim train test test-all fuzz bench bench-accuracy synth rtl models
+CLI_TARGETS := hls csim train test test-all fuzz bench bench-accuracy synth rtl sweep models
 $(CLI_TARGETS): %: .run-%
 	@$(eval code := $(or $(file <$(call EXIT_FILE,$*)),1))$(shell rm -f $(call EXIT_FILE,$*))$(if \
 		$(filter-out 0,$(code)),$(exit-with $(code)))exit $(code)
@@ -61,6 +62,8 @@ help:
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
 	@echo "make hls MODEL=convnet BACKEND=rtl    our folded streaming Verilog == golden in Verilator, yosys counts, nextpnr Fmax"
 	@echo "make hls MODEL=mlp BACKEND=finn      FINN: every stage == golden, FINN's estimates (installs the finn extra)"
+	@echo "make sweep MODEL=convnet [SPACE=default|convnet_bench|FILE.toml]  Ray Tune search: train, build, verify ==, cost"
+	@echo "                                     -> build/sweep/<model>/report.md, results.csv, pareto.png (RAY_ADDRESS: a cluster)"
 	@echo "make models | make clean             list models | remove build/"
 	@echo "extra CLI flags: ARGS='--io-type io_parallel ...'; see: $(VENV)/bin/python -m fpga_flow hls --help"
 	@echo "make exits with the CLI's code: 0 ok, 1 usage/input, 2 missing tool, 3 not bit-exact"
@@ -70,7 +73,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || "$$PYTHON" -m venv "$$VENV"
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,sweep]'  # sweep (Ray Tune): make sweep, and its test in make test
 	@touch $@
 
 # FINN backend (BACKEND=finn): the finn extra first, then finn-plus itself with --no-deps, because its own pins
@@ -115,6 +118,10 @@ $(VENV)/.installed-finn: $(VENV)/.installed
 # the rtl backend (the same as make hls BACKEND=rtl, plus its own flags): Verilator ==, yosys counts
 .run-rtl: venv
 	$(call run,rtl,nice -n 5 $(FLOW) rtl $(MODEL_ARGS))
+
+# design-space search on Ray Tune (local, or the cluster in RAY_ADDRESS); N (images verified per trial) only when given
+.run-sweep: venv
+	$(call run,sweep,nice -n 10 $(FLOW) sweep --model "$$MODEL" --space "$$SPACE" $(if $(filter command line environment,$(origin N)),-n "$$N"))
 
 .run-models: venv
 	$(call run,models,$(FLOW) models)

@@ -273,6 +273,11 @@ def cmd_bench_accuracy(a: argparse.Namespace) -> int:
     return bench_accuracy.main(a)
 
 
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from . import sweep  # imports Ray only when a sweep runs
+    return sweep.main(a)
+
+
 def cmd_fuzz(a: argparse.Namespace) -> int:
     from . import fuzz
     outcomes, summary = fuzz.fuzz(a.n, seed=a.seed, n_images=a.images, stock_check=a.stock_check,
@@ -414,6 +419,12 @@ def parser() -> argparse.ArgumentParser:
     from .bench_accuracy import add_args as _bench_accuracy_args
     _bench_accuracy_args(ba)
     ba.set_defaults(func=cmd_bench_accuracy)
+    from .sweep import DESCRIPTION as _SWEEP_ABOUT, EPILOG as _SWEEP_EPILOG, add_args as _sweep_args
+    sw = sub.add_parser("sweep", help="design-space search on Ray Tune: train, build, verify ==, cost; Pareto "
+                        "table, plot and report (docs/sweep.md)", description=_SWEEP_ABOUT, epilog=_SWEEP_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _sweep_args(sw)
+    sw.set_defaults(func=cmd_sweep)
     m = sub.add_parser("models", help="list the models in models/")
     m.set_defaults(func=cmd_models)
     return p
