@@ -9,6 +9,7 @@ interrupted write leaves the previous good project untouched.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -89,3 +90,22 @@ def replace_dir(new: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def load_plan_info(p: Path, model: str) -> dict:
+    """plan_info.json as the write step left it, or one FlowError naming the file (#15 item 10: a bad one
+    was a JSONDecodeError / KeyError traceback)."""
+    again = f"rebuild the project with `make hls MODEL={model}`"
+    try:
+        info = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FlowError(f"{p} cannot be read as JSON ({str(e).splitlines()[0][:100]}): {again}") from e
+    if not isinstance(info, dict):
+        raise FlowError(f"{p} is not a JSON object: {again}")
+    digest = info.get("digest")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise FlowError(f"{p} has no valid 'digest' (a sha256 in hex): {again}")
+    layers = info.get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(isinstance(r, dict) for r in layers)):
+        raise FlowError(f"{p}: 'layers' is not a list of objects: {again}")
+    return info

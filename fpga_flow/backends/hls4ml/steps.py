@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import compare, front, golden, int_ref, log_softmax
-from ...codegen import BuildPlan
+from ...codegen import BuildPlan, load_plan_info
 from ...errors import FlowError
 from ...runner import State
 from . import convert, csim, fit, report
@@ -61,25 +61,6 @@ def _info(state: State) -> dict:
             raise FlowError(f"no HLS project in {state.out_dir}: run `make hls MODEL={state.name}` first")
         state.backend.plan_info = load_plan_info(p, state.name)
     return state.backend.plan_info
-
-
-def load_plan_info(p: Path, model: str) -> dict:
-    """plan_info.json as the write step left it, or one FlowError naming the file (#15 item 10: a bad one
-    was a JSONDecodeError / KeyError traceback)."""
-    again = f"rebuild the project with `make hls MODEL={model}`"
-    try:
-        info = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise FlowError(f"{p} cannot be read as JSON ({str(e).splitlines()[0][:100]}): {again}") from e
-    if not isinstance(info, dict):
-        raise FlowError(f"{p} is not a JSON object: {again}")
-    digest = info.get("digest")
-    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
-        raise FlowError(f"{p} has no valid 'digest' (a sha256 in hex): {again}")
-    layers = info.get("layers")
-    if layers is not None and not (isinstance(layers, list) and all(isinstance(r, dict) for r in layers)):
-        raise FlowError(f"{p}: 'layers' is not a list of objects: {again}")
-    return info
 
 
 def step_csim_build(state: State) -> State:

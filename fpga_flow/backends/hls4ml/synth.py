@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ... import resources, toolchain
-from ...codegen import BuildPlan, render
+from ...codegen import BuildPlan, load_plan_info, render
 from ...config import check_identifier
 from ...errors import FlowError
 
@@ -286,7 +286,6 @@ def _check_project(build: Path, model: str) -> dict:
     if not hls.is_dir() or not info_p.is_file():
         raise FlowError(f"no generated project in {build}: run `make hls MODEL={model}` first")
     digest = BuildPlan.from_dir(hls).digest()
-    from .steps import load_plan_info
     want = load_plan_info(info_p, model)["digest"]
     if digest != want:
         raise FlowError(f"{hls} was modified after it was generated (digest {digest[:12]} != {str(want)[:12]}); "
