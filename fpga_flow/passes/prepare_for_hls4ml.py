@@ -82,4 +82,36 @@ def reinfer_datatypes(model: ModelWrapper) -> ModelWrapper:
     for node in model.graph.node:
         for t in node.output:
             model.set_tensor_datatype(t, DataType["FLOAT32"])
-    return model.transform(InferDataTypes())
+    with _wrapped_conv_is_a_mac():
+        return model.transform(InferDataTypes())
+
+
+@contextlib.contextmanager
+def _wrapped_conv_is_a_mac():
+    """qonnx's channels-last Conv (``qonnx.custom_op.channels_last.conv.Conv``) infers its output datatype as
+    its input's, which is wrong for a MAC: an integer input (a ReLU quantizer of scale 1, UINT2) times float-
+    scaled weights gave a UINT2 conv output, and qonnx's executor then refused the graph ("Rounding error is
+    too high to match set QONNX datatype (UINT2) for input Conv_1_out0"; a W4A2 ConvNet, #17's sweep). For
+    this call the wrapped Conv infers like the standard Conv (qonnx's ``infer_mac_result_dtype``)."""
+    from qonnx.custom_op.channels_last import conv as wrapped
+    from qonnx.custom_op.channels_last.base_wrapped_op import ChannelsLastWrappedOp
+    from qonnx.transformation.infer_datatypes import infer_mac_result_dtype
+
+    def as_mac(self, model):
+        node = self.onnx_node
+        idtypes = [model.get_tensor_datatype(i) for i in node.input]
+        model.set_tensor_datatype(node.output[0], infer_mac_result_dtype(idtypes, DataType["FLOAT32"], False))
+
+    convs = [c for c in vars(wrapped).values()  # Conv_v1 today; every version qonnx's module defines
+             if isinstance(c, type) and issubclass(c, ChannelsLastWrappedOp) and c.__name__.startswith("Conv")]
+    originals = {c: c.__dict__.get("infer_node_datatype") for c in convs}
+    for c in convs:
+        c.infer_node_datatype = as_mac
+    try:
+        yield
+    finally:
+        for c, f in originals.items():
+            if f is None:
+                del c.infer_node_datatype
+            else:
+                c.infer_node_datatype = f
