@@ -59,7 +59,9 @@ def rtl_rows(path: Path) -> dict[str, dict]:
         if set(cells[0]) <= set("-: "):
             continue
         row = dict(zip(header, cells))
-        rows[cells[0]] = {k: row.get(h) for k, h in RTL_COLUMNS.items()}
+        # "convnet (single-tap window, ...)", "convnet, multi-tap window": the model is the first word; its first
+        # row is the one the table's FINN column was run against (same fps), later rows are other design points
+        rows.setdefault(cells[0].replace(",", " ").split()[0], {k: row.get(h) for k, h in RTL_COLUMNS.items()})
     return rows
 
 

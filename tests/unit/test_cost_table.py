@@ -34,6 +34,18 @@ def test_rtl_rows_are_read_by_column_name_from_the_first_table(tmp_path):
     assert cost_table.rtl_rows(tmp_path / "missing.md") == {}
 
 
+def test_a_model_with_several_rtl_rows_is_read_by_its_first_word_first_row_first(tmp_path):
+    """rtl.md labels extra design points ("convnet, multi-tap window"); the table takes the model's first row."""
+    lines = RTL_MD.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("| mlp_tiny |"))
+    other = lines[row].replace("| mlp_tiny |", "| mlp_tiny, another folding |").replace("120,337", "99,999")
+    lines[row] = lines[row].replace("| mlp_tiny |", "| mlp_tiny (first design) |")
+    p = tmp_path / "rtl.md"
+    p.write_text("\n".join(lines[:row + 1] + [other] + lines[row + 1:]) + "\n")
+    rows = cost_table.rtl_rows(p)
+    assert list(rows) == ["mlp_tiny"] and rows["mlp_tiny"]["fps"] == "120,337"
+
+
 def test_table_labels_every_column_and_says_refused_and_not_run(tmp_path):
     p = tmp_path / "rtl.md"
     p.write_text(RTL_MD)
