@@ -33,9 +33,15 @@ def _echo_venv(tmp_path: Path) -> Path:
     return venv
 
 
+# the Makefile's variables: `make test` exports them (N=1000 ...) to this process, and an inner make would
+# take them from the environment as if a user had set them
+MAKE_VARS = ("MODEL", "N", "W", "A", "BACKEND", "PYTHON", "VENV", "ARGS", "SEED", "SPACE", "FINN_PLUS")
+
+
 def _make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_VARS and not k.startswith("MAKE")}
     return subprocess.run(["make", "-s", "-C", str(REPO), *args], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300)
+                          env=env, timeout=300)
 
 
 def test_make_sweep_passes_its_variables_as_words(tmp_path):
