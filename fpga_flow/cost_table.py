@@ -41,10 +41,10 @@ def _num(s: str) -> float | None:
         return None
 
 
-def rtl_rows(path: Path) -> dict[str, dict]:
-    """The measured rows of docs/bench/rtl.md's first table, by model, with the columns named by header."""
+def rtl_all_rows(path: Path) -> list[tuple[str, dict]]:
+    """(label, row) for every measured row of docs/bench/rtl.md's first table, columns named by the header."""
     lines = path.read_text().splitlines() if path.is_file() else []
-    rows: dict[str, dict] = {}
+    rows: list[tuple[str, dict]] = []
     header = None
     for line in lines:
         if not line.startswith("|"):
@@ -59,10 +59,33 @@ def rtl_rows(path: Path) -> dict[str, dict]:
         if set(cells[0]) <= set("-: "):
             continue
         row = dict(zip(header, cells))
-        # "convnet (single-tap window, ...)", "convnet, multi-tap window": the model is the first word; its first
-        # row is the one the table's FINN column was run against (same fps), later rows are other design points
-        rows.setdefault(cells[0].replace(",", " ").split()[0], {k: row.get(h) for k, h in RTL_COLUMNS.items()})
+        rows.append((cells[0], {k: row.get(h) for k, h in RTL_COLUMNS.items()}))
     return rows
+
+
+def _model_of(label: str) -> str:
+    """"convnet, multi-tap window" -> convnet: rtl.md labels extra design points after the model's name."""
+    return label.replace(",", " ").split()[0]
+
+
+def rtl_rows(path: Path) -> dict[str, dict]:
+    """Each model's first row: the design point the FINN column was run against (same fps)."""
+    rows: dict[str, dict] = {}
+    for label, r in rtl_all_rows(path):
+        rows.setdefault(_model_of(label), r)
+    return rows
+
+
+def rtl_other_rows(path: Path) -> list[tuple[str, dict]]:
+    """The rows after a model's first: other measured design points, listed under the table."""
+    seen: set[str] = set()
+    out = []
+    for label, r in rtl_all_rows(path):
+        m = _model_of(label)
+        if m in seen:
+            out.append((label, r))
+        seen.add(m)
+    return out
 
 
 def _refusal(e: Exception | str) -> str:
@@ -143,7 +166,8 @@ HEADER = ["model",
           "hls4ml: LUT / FF / DSP / BRAM18K (our estimate)", "hls4ml: fits xc7z020 (our estimate)"]
 
 
-def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str) -> str:
+def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str,
+             other: list[tuple[str, dict]] = ()) -> str:
     lines = ["# Cost side by side: RTL (measured), FINN (its estimate), hls4ml (our estimate)", "",
              f"`python -m fpga_flow.cost_table` ({when}). Every zoo model, shipped W4A4 checkpoint, clock 10 ns "
              "(100 MHz), part xc7z020clg400-1. What each column is:", "",
@@ -163,6 +187,11 @@ def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str) -> str:
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for m, r in rows.items():
         lines.append("| " + " | ".join([m, *_rtl_md(r["rtl"]), *_finn_md(r["finn"]), *_hls_md(r["hls4ml"])]) + " |")
+    if other:
+        lines += ["", f"Other RTL design points in {Path(rtl_doc).name} (measured the same way; the FINN and hls4ml "
+                  "columns above are not at their rates):", ""]
+        lines += [f"- {label}: {r['fps']} images/s at 100 MHz (Verilator), {r['lut']} LUT (yosys), "
+                  f"{r['images']} images `==`, ECP5 Fmax {r['fmax']} MHz (nextpnr)" for label, r in other]
     lines += ["", "## Short form (for the README)", "", *short(rows), ""]
     return "\n".join(lines)
 
@@ -220,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.doc).with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     machine = f"{cpu_model()}, Linux {platform.machine()}, Python {platform.python_version()}"
-    Path(a.doc).write_text(markdown(rows, a.images, a.rtl_doc, when, machine))
+    Path(a.doc).write_text(markdown(rows, a.images, a.rtl_doc, when, machine, rtl_other_rows(Path(a.rtl_doc))))
     print("\n".join(short(rows)))
     print(f"written: {a.doc}")
     return 0

@@ -44,6 +44,10 @@ def test_a_model_with_several_rtl_rows_is_read_by_its_first_word_first_row_first
     p.write_text("\n".join(lines[:row + 1] + [other] + lines[row + 1:]) + "\n")
     rows = cost_table.rtl_rows(p)
     assert list(rows) == ["mlp_tiny"] and rows["mlp_tiny"]["fps"] == "120,337"
+    other = cost_table.rtl_other_rows(p)  # the later row is listed under the table, not lost
+    assert [(label, r["fps"]) for label, r in other] == [("mlp_tiny, another folding", "99,999")]
+    md = cost_table.markdown({}, 10, str(p), "today", "a machine", other)
+    assert "- mlp_tiny, another folding: 99,999 images/s at 100 MHz (Verilator), 741 LUT (yosys)" in md
 
 
 def test_table_labels_every_column_and_says_refused_and_not_run(tmp_path):
