@@ -101,9 +101,10 @@ $(VENV)/.installed-finn: $(VENV)/.installed
 	$(call run,test-all,$(PYRUN) pytest -q)
 
 # random small Brevitas models through the whole flow; N models when given (e.g. make fuzz N=500; else the
-# CLI's default, not the image count N of the other targets), SEED for the generator
+# CLI's default, not the image count N of the other targets), SEED for the generator. The journal makes a
+# long run resumable: run the same command again and the models it holds are not rebuilt (delete it to redo).
 .run-fuzz: venv
-	$(call run,fuzz,$(FLOW) fuzz $(if $(filter command line environment,$(origin N)),-n "$$N") --seed "$${SEED:-0}" --log build/fuzz-failures.jsonl)
+	$(call run,fuzz,$(FLOW) fuzz $(if $(filter command line environment,$(origin N)),-n "$$N") --seed "$${SEED:-0}" --log build/fuzz-failures.jsonl --journal "build/fuzz/journal-seed$${SEED:-0}.jsonl")
 
 .run-bench: venv
 	$(call run,bench,$(FLOW) bench $(MODEL_ARGS) --doc-dir docs/bench)

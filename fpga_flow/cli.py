@@ -281,7 +281,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 def cmd_fuzz(a: argparse.Namespace) -> int:
     from . import fuzz
     outcomes, summary = fuzz.fuzz(a.n, seed=a.seed, n_images=a.images, stock_check=a.stock_check,
-                                  data_path=a.data, progress=not a.quiet, log=a.log)
+                                  data_path=a.data, progress=not a.quiet, log=a.log, journal=a.journal)
     print(summary)
     bad = {o.status for o in outcomes} - {"exact", "refused"}
     if bad and a.log:
@@ -411,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--stock-check", type=int, default=4, metavar="K",
                    help="of which K also go through hls4ml's unmodified csim (default 4)")
     f.add_argument("--log", help="append the spec and error of every model neither exact nor refused (JSON lines)")
+    f.add_argument("--journal", metavar="FILE",
+                   help="append every model's outcome here as it ends; if FILE exists (same seed, images, "
+                        "stock check) its models are not rebuilt: a long run can be stopped and resumed")
     f.add_argument("--data", help="folder with the MNIST IDX files")
     f.add_argument("--quiet", "-q", action="store_true")
     f.set_defaults(func=cmd_fuzz)

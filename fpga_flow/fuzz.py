@@ -342,26 +342,105 @@ def summarize(outcomes: list[Outcome], seconds: float) -> str:
     return "\n".join(lines)
 
 
+JOURNAL_VERSION = 1
+
+
+def _commit() -> str:
+    """The code the outcome came from: the git commit of the checkout (``+dirty`` with local edits), else the
+    installed package's version."""
+    import subprocess
+
+    from . import __version__
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode == 0 and rev.stdout.strip():
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"fpga_flow {__version__}"
+
+
+def read_journal(path: Path, seed: int, n_images: int, stock_check: int) -> tuple[dict[int, Outcome], set[str]]:
+    """The outcomes a journal holds, by model index, and the code commits they came from; FlowError if it
+    belongs to another run (seed, images, stock check) or is not a journal. A torn last line (a run killed
+    while writing it) is cut off the file: that model runs again."""
+    done: dict[int, Outcome] = {}
+    commits: set[str] = set()
+    want = {"journal": JOURNAL_VERSION, "seed": seed, "images": n_images, "stock_check": stock_check}
+    lines = Path(path).read_text().splitlines()
+    for k, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if k == len(lines) - 1 and k > 0:
+                tmp = Path(f"{path}.tmp-{os.getpid()}")
+                tmp.write_text("".join(f"{ln}\n" for ln in lines[:k]))
+                os.replace(tmp, path)
+                break
+            raise FlowError(f"{path}: line {k + 1} is not JSON; not a fuzz journal (delete it to start over)")
+        if k == 0:
+            head = {key: rec.get(key) for key in want}
+            if head != want:
+                raise FlowError(f"{path} is the journal of another run ({head}); this run is {want}. Delete it "
+                                f"or pass another --journal to start over")
+            continue
+        fields = {key: rec[key] for key in Outcome.__dataclass_fields__ if key in rec}
+        done[int(rec["index"])] = Outcome(**fields)
+        commits.add(str(rec.get("commit")))
+    return done, commits
+
+
 def fuzz(n: int, seed: int = 0, out_dir: Path | None = None, n_images: int = 32, stock_check: int = 4,
-         data_path: str | None = None, progress: bool = True, log: Path | None = None) -> tuple[list[Outcome], str]:
+         data_path: str | None = None, progress: bool = True, log: Path | None = None,
+         journal: Path | None = None) -> tuple[list[Outcome], str]:
     """Try ``n`` random models (seeded); returns the outcomes and the summary text.
 
     Builds go to a scratch directory (and its own csim cache) that is removed at the end; the
     specs and outcomes of every model that was not exact or refused go to ``log`` (JSON lines).
+
+    ``journal``: every outcome is appended there as it ends (index, spec, code commit); a run that finds
+    the file already there (same seed, images, stock check) does not rebuild the models it holds, so a
+    long run (``make fuzz N=300``) can be stopped and resumed, across machines or sessions. The generator
+    is drawn in order either way, and each journalled model's spec must equal the one drawn again, so
+    the models are the ones a single run would have built.
     """
     rng = np.random.default_rng(seed)
+    done, commits = (read_journal(journal, seed, n_images, stock_check) if journal and Path(journal).exists()
+                     else ({}, set()))
+    if journal and not Path(journal).exists():
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        Path(journal).write_text(json.dumps({"journal": JOURNAL_VERSION, "seed": seed, "images": n_images,
+                                             "stock_check": stock_check}) + "\n")
+    if done and progress:
+        print(f"[fuzz] resuming: {sum(1 for i in done if i < n)} of {n} models already in {journal} "
+              f"(delete it to start over)", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="fpga_flow_fuzz_", dir=out_dir))
     old_cache = os.environ.get("FPGA_FLOW_CSIM_CACHE")
     os.environ["FPGA_FLOW_CSIM_CACHE"] = str(scratch / "csim-cache")
     outcomes: list[Outcome] = []
     t0 = time.perf_counter()
+    commit = _commit() if journal else None
     try:
         for i in range(n):
             spec = random_spec(rng_choose(rng))
+            if i in done:
+                if ModelSpec.from_json(done[i].spec) != spec:
+                    raise FlowError(f"{journal}: model {i}'s spec differs from the one the generator draws now "
+                                    f"(the generator changed since the journal was started); delete it or pass "
+                                    f"another --journal to start over")
+                outcomes.append(done[i])
+                continue
             o = run_one(spec, scratch, f"fz{i}", n_images, stock_check, data_path)
             outcomes.append(o)
             if progress:
                 print(f"[fuzz {i + 1}/{n}] {o.status:14s} {o.seconds:6.1f} s  {o.reason}", flush=True)
+            if journal is not None:
+                with open(journal, "a") as f:
+                    f.write(json.dumps({"index": i, "commit": commit, **asdict(o)}) + "\n")
             if log is not None and o.status not in ("exact", "refused"):
                 Path(log).parent.mkdir(parents=True, exist_ok=True)
                 with open(log, "a") as f:
@@ -373,4 +452,8 @@ def fuzz(n: int, seed: int = 0, out_dir: Path | None = None, n_images: int = 32,
         else:
             os.environ["FPGA_FLOW_CSIM_CACHE"] = old_cache
         shutil.rmtree(scratch, ignore_errors=True)
-    return outcomes, summarize(outcomes, time.perf_counter() - t0)
+    summary = summarize(outcomes, time.perf_counter() - t0)
+    if done:
+        summary += (f"\n(resumed from {journal}: {sum(1 for i in done if i < n)} models from earlier runs, whose "
+                    f"time is not in the seconds above; code: {', '.join(sorted(commits | {commit}))})")
+    return outcomes, summary
