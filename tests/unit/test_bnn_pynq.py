@@ -236,3 +236,21 @@ def test_host_ops_record_survives_the_passes(tmp_path):
     assert host_ops.suffix(clean) and not host_ops.suffix(cl)  # TensorNorm left the hardware graph
     # the clean graph itself is untouched (the QONNX reference executes it whole)
     assert {"Mul", "Sub", "Div", "Add"} <= {n.op_type for n in clean.graph.node}
+
+
+@pytest.mark.unit
+def test_report_accuracy_takes_the_argmax_after_the_hosts_tensornorm():
+    """A TensorNorm with a negative weight reverses the logits' order: the hls4ml report's accuracy and
+    confusion matrix must use what the module returns (the host's ops applied), not the raw accumulator."""
+    from types import SimpleNamespace
+
+    from fpga_flow.backends.hls4ml.report import _logits
+    from fpga_flow.passes.lower_float_scales import Lowered
+
+    last = SimpleNamespace(chain=None, final_scale=np.array([0.5, 0.5, 0.5]))
+    norm = [host_ops.HostOp("Sub", "Sub_0", [1.0], []), host_ops.HostOp("Mul", "Mul_0", [-2.0], [])]
+    acc = np.array([[3, 1, 2], [0, 4, 1]], dtype=np.int64)
+    got = _logits(SimpleNamespace(lowered=Lowered(None, None, [last], post=norm)), acc)
+    want = (acc * 0.5 - 1.0) * -2.0
+    assert got.shape == (2, 3) and (got == want).all()
+    assert got.argmax(1).tolist() == [1, 0]  # the raw accumulator's argmax is [0, 1]

@@ -54,11 +54,13 @@ def _checkpoint_line(rep: dict, card: dict) -> str:
 
 
 def _logits(state, out: np.ndarray | None) -> np.ndarray | None:
-    """A float-scaled design's output in logit units (its last layer's per-output scale applied)."""
+    """A float-scaled design's output as the module returns it (its last layer's per-output scale, then the
+    host's ops after the last layer, e.g. bnn_pynq's TensorNorm, whose negative weight reverses the order), so
+    accuracy and the confusion matrix take the module's argmax."""
     low = state.lowered
-    if out is None or low is None or low.layers[-1].chain is not None:
+    if out is None or low is None:
         return out
-    return np.asarray(out).reshape(len(out), -1) * low.layers[-1].final_scale
+    return np.asarray(low.logits(out)).reshape(len(out), -1)
 
 
 def _float_scaled(state, info: dict) -> dict | None:
