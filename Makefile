@@ -56,7 +56,7 @@ help:
 	@echo "make train MODEL=convnet             quantization-aware training -> build/checkpoints/ (shipped ones untouched)"
 	@echo "make test                            the test suite (no vendor tools needed; the slow tests left out)"
 	@echo "make test-all                        every test, the slow ones too (nightly; docs/testing.md)"
-	@echo "make fuzz [N=500] [SEED=0]           random models through the flow (default 50): exact or refused, never wrong"
+	@echo "make fuzz [N=500] [SEED=0]           random models through the flow (default 50): exact or refused, never wrong (resumable)"
 	@echo "make bench MODEL=convnet             step wall times, csim and torch images/s -> docs/bench/"
 	@echo "make bench-accuracy                  accuracy of float/W8A8/W4A4/W2A2/KD/pruned recipes -> docs/bench/"
 	@echo "make synth MODEL=convnet             vendor synthesis (needs Vitis HLS; ARGS='--vivado --part P --clock-ns T')"
