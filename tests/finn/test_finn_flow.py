@@ -108,10 +108,8 @@ def _dense(act_quant, act_bits=4, bn=False) -> nn.Module:
 
 
 def test_refusals_name_the_layer(tmp_path):
-    from brevitas.quant import Uint8ActPerTensorFixedPoint, Uint8ActPerTensorFloat
-    cases = [(_dense(Uint8ActPerTensorFixedPoint, bn=True), r"BatchNormalization.*not supported by the FINN flow"),
-             (_dense(Uint8ActPerTensorFixedPoint, act_bits=10), r"Quant.*10-bit activation quantizer.*Requant"),
-             (_dense(Uint8ActPerTensorFloat), r"Quant.*not a power of two")]
+    from brevitas.quant import Uint8ActPerTensorFixedPoint
+    cases = [(_dense(Uint8ActPerTensorFixedPoint, act_bits=10), r"Quant.*10-bit activation quantizer.*Requant")]
     for net, match in cases:
         with pytest.raises(FlowError, match=match) as e:
             api.build(net, (16,), name="refused", out_dir=tmp_path,
@@ -134,3 +132,19 @@ def test_any_brevitas_model_through_the_api(tmp_path):
     rep = api.build(net, (16,), name="dense", out_dir=tmp_path, images=x,
                     config=BuildConfig(model="dense", backend="finn", n_images=24, device="cpu"), progress=False)
     _check_report(rep, tmp_path, "dense", 24)
+
+
+def test_float_scaled_models_take_the_exact_lowering(tmp_path):
+    """BatchNorm and float scales (refused before #14): FINN receives the exact lowering's thresholds and every
+    stage equals the integer-accumulator reference; the final fixed-point bias stays on the host."""
+    from brevitas.quant import Uint8ActPerTensorFixedPoint, Uint8ActPerTensorFloat
+    for i, net in enumerate([_dense(Uint8ActPerTensorFixedPoint, bn=True), _dense(Uint8ActPerTensorFloat)]):
+        x = np.random.default_rng(i).random((16, 16), dtype=np.float32)
+        rep = api.build(net, (16,), name=f"fs{i}", out_dir=tmp_path, images=x, progress=False,
+                        config=BuildConfig(model=f"fs{i}", backend="finn", n_images=16, device="cpu"))
+        f = rep["hw"]["finn"]
+        assert rep["exact_matches"] == 16 and f["golden"] == "integer-accumulator reference"
+        rows = [c for c in rep["comparisons"] if c["name"].startswith("FINN ")]
+        assert [c["name"].split(" ")[1] for c in rows] == STAGES
+        assert all(c["exact_matches"] == 16 and "integer-accumulator reference" in c["name"] for c in rows)
+        assert rep["output"]["kind"] == "accumulator" and any("Add" in h for h in f["host_nodes"])

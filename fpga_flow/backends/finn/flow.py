@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from ... import compare, front, golden, report
+from ... import compare, front, golden, passes, report
 from ...config import BuildConfig
 from ...errors import FlowError, VerificationError
 from . import compat, steps as finn_steps
@@ -48,15 +48,26 @@ def _f(state) -> dict:
 
 
 def step_finn_check(state):
-    """FINN importable, the model inside what this path makes exact; refused up front otherwise."""
+    """FINN importable, the model inside what this path makes exact; refused up front otherwise.
+
+    A float-scaled model (BatchNorm, BipolarQuant, float scales: the bnn_pynq networks) takes the exact
+    lowering's path (``lowered.py``): the checks are the hls4ml front's, whose lowering FINN then receives."""
     _f(state)["version"] = compat.require_finn()
-    finn_steps.check_supported(front.model(state, "clean"))
+    clean = front.model(state, "clean")
+    if passes.is_float_scaled(clean):
+        front.step_check(state)
+    else:
+        finn_steps.check_supported(clean)
     return state
 
 
 def step_finn_golden(state):
-    """Brevitas (CPU, CUDA) == QONNX on the logits; the hardware input codes."""
+    """Brevitas (CPU, CUDA) == QONNX on the logits; the hardware input codes. Float-scaled models: the hls4ml
+    front's golden (the integer-accumulator reference, checked against Brevitas and QONNX) and its lowering
+    in FINN's dialect (``lowered.py``)."""
     clean = front.model(state, "clean")
+    if passes.is_float_scaled(clean):
+        return _golden_float_scaled(state, clean)
     ends_in_ls = golden.final_log_softmax(clean) is not None
     logits = golden.logits_graph(clean)
     devices = golden.reference_devices(state.cfg.device)
@@ -76,10 +87,40 @@ def step_finn_golden(state):
     model, spec = finn_steps.input_to_host(logits)
     f = _f(state)
     f.update(ends_in_log_softmax=ends_in_ls, input=spec, codes=spec.codes(state.ref["hw_input"]),
-             design=finn_steps.Design(model))
+             design=finn_steps.Design(model), golden="qonnx", golden_name="QONNX golden", host=_host_ops(clean))
     _save(state, "input_on_host")
     np.savez_compressed(state.path("golden.npz"), **state.ref)
     return state
+
+
+def _golden_float_scaled(state, clean):
+    from . import lowered as finn_lowered
+    for step in (front.step_channels_last, front.step_lower, front.step_golden):
+        step(state)
+    low = front.lowered(state)
+    nchw = finn_lowered.nchw_lowered(clean)
+    finn_lowered.same_thresholds(nchw, low)
+    q = low.input_quant
+    spec = finn_steps.InputSpec(scale=q.scale, bits=q.bits, signed=q.signed, narrow=q.narrow, bipolar=q.bipolar)
+    # the golden: the integer-accumulator reference in float32 (FINN executes in float32; exact, as the
+    # front's "QONNX (lowered graph, float32) vs integer-accumulator reference in float32" check shows)
+    state.ref["int_ref_f32"] = np.asarray(state.ref[front.INT_REF]).astype(np.float32)
+    _f(state).update(ends_in_log_softmax=False, input=spec, codes=np.asarray(state.ref["hw_input"], np.float32),
+                     design=finn_steps.Design(finn_lowered.to_finn(nchw)), golden="int_ref_f32",
+                     golden_name="integer-accumulator reference", host=_host_ops(clean))
+    _save(state, "input_on_host")
+    return state
+
+
+def _host_ops(clean) -> dict:
+    """What runs on the host around the FINN dataflow, named by node (and the PyTorch module it came from)."""
+    from ...passes import host_ops
+    pre, quant, _ = host_ops.prefix(clean)
+    post = host_ops.suffix(clean)
+    name = lambda n: f"{n.name} ({n.op_type}{f', {host_ops.origin(n)}' if host_ops.origin(n) else ''})"  # noqa: E731
+    deq = "the last layer's dequantization (accumulator x scale [+ bias], float32)"
+    return {"before_dataflow": [name(n) for n in pre] + ([name(quant)] if quant is not None else []),
+            "after_dataflow": [deq] + [name(n) for n in post]}
 
 
 def _save(state, stage: str) -> None:
@@ -105,10 +146,12 @@ def _verify(state, stage: str) -> None:
     """FINN's Python execution of this stage's graph on every image == the golden."""
     f = _f(state)
     t0 = time.perf_counter()
-    out = finn_steps.execute(f["design"], f["codes"], workers=state.cfg.workers)
+    out = finn_steps.execute(f["design"], finn_steps.feed(f["design"], f["codes"], f["input"]),
+                             workers=state.cfg.workers)
     f["exec_s"][stage] = time.perf_counter() - t0
     f["out"] = out
-    state.comparisons.append(compare.exact(f"FINN {stage} (Python execution) vs QONNX golden", out, state.ref["qonnx"]))
+    state.comparisons.append(compare.exact(f"FINN {stage} (Python execution) vs {f['golden_name']}", out,
+                                           state.ref[f["golden"]]))
 
 
 def _stage(name: str, run):
@@ -126,8 +169,11 @@ def _stage(name: str, run):
                                 "outside what the FINN path supports (docs/finn.md)") from e
         info = f["design"].info
         if "control" in info:  # FINN's own thresholds on the same images: shows whether the tie fix mattered
-            out = finn_steps.execute(finn_steps.Design(info.pop("control")), f["codes"], workers=state.cfg.workers)
-            f["control"] = compare.exact(f"FINN's own thresholds (ties up), after {name}", out, state.ref["qonnx"])
+            control = finn_steps.Design(info.pop("control"))
+            out = finn_steps.execute(control, finn_steps.feed(control, f["codes"], f["input"]),
+                                     workers=state.cfg.workers)
+            f["control"] = compare.exact(f"FINN's own thresholds (ties up), after {name}", out,
+                                         state.ref[f["golden"]])
             f["control_out"] = out
         f.update(info)
         _save(state, name)
@@ -167,9 +213,13 @@ def hw_finn(state) -> dict:
                                                 else o.target_cycles_per_frame),
                     "mvau_wwidth_max": o.mvau_wwidth_max, "fit": o.fit},
         "fit": f.get("fit"),
-        "input": {"datatype": spec.datatype, "scale": spec.scale, "on_host": "input quantizer (float -> codes)"},
+        # the dataflow's input type (a bipolar input that FINN's XNOR layers read as BINARY: -1 is fed as 0)
+        "input": {"datatype": design.parent.get_tensor_datatype(design.parent.graph.input[0].name).name,
+                  "codes": spec.datatype, "scale": spec.scale, "on_host": "input quantizer (float -> codes)"},
         "host_nodes": [f"{n.name} ({n.op_type})" for n in design.parent.graph.node
                        if n.op_type != "StreamingDataflowPartition"],
+        "host_ops": f["host"],  # the exported model's ops that run on the host, before and after the dataflow
+        "golden": f["golden_name"],
         "stages": [{"stage": c.name.split(" ")[1], "n": c.n, "exact_matches": c.exact_matches,
                     "max_abs_diff": c.max_abs_diff, "exec_s": round(f["exec_s"].get(c.name.split(" ")[1], 0), 3)}
                    for c in stages],
@@ -187,21 +237,40 @@ def hw_finn(state) -> dict:
     }
 
 
+OUTPUT_NOTE_FLOAT = ("The FINN design ends at the last layer's integer accumulator, verified with `==` against "
+                     "the integer-accumulator reference (the golden of float-scaled models, itself checked against "
+                     "Brevitas); the host turns it into the module's output (x scale, then any TensorNorm: see "
+                     "'Runs on the host'). The thresholds FINN received are the exact lowering's (docs/bnn-pynq.md).")
+
+
+def _output(f: dict) -> dict:
+    if f["golden"] == "int_ref_f32":
+        return {"kind": "accumulator", "note": OUTPUT_NOTE_FLOAT}
+    if f["ends_in_log_softmax"]:
+        return {"kind": "logits_of_log_softmax", "note": OUTPUT_NOTE_LS}
+    return {"kind": "logits", "note": OUTPUT_NOTE}
+
+
 def step_finn_report(state):
     f = _f(state)
     main = state.comparisons[-1]
     hw = hw_finn(state)
     rep = report.common(state, main)
     card = rep["checkpoint_card"] or {}
+    # float-scaled: the class is read off what the host makes of the accumulator (x scale, then a TensorNorm)
+    logits = front.lowered(state).logits(f["out"]) if f["golden"] == "int_ref_f32" else f["out"]
     rep.update({
         "accuracy": {"float": card.get("float_accuracy"),
                      "quantized": report.accuracy(state.ref.get("torch_cpu"), state.labels),
-                     "finn": report.accuracy(f["out"], state.labels)},
+                     "finn": report.accuracy(logits, state.labels)},
         "csim_samples_per_s": None,  # no C simulation in the FINN path (its cppsim needs Vitis HLS)
         "finn_python_samples_per_s": main.n / f["exec_s"]["minimize_bit_width"] if f["exec_s"].get(
             "minimize_bit_width") else None,
-        "output": {"kind": "logits_of_log_softmax" if f["ends_in_log_softmax"] else "logits",
-                   "note": OUTPUT_NOTE_LS if f["ends_in_log_softmax"] else OUTPUT_NOTE},
+        "output": _output(f),
+        # float-scaled: the lowering FINN received and Brevitas' float forward vs the integer reference
+        "float_scaled": ({"layers": [lay.summary() for lay in front.lowered(state).layers],
+                          "brevitas_float_agreement": state.float_agreement}
+                         if f["golden"] == "int_ref_f32" else None),
         "hw": {"part": state.cfg.part, "clock_ns": state.cfg.clock_ns, "finn": hw},
         "project_dir": report.project_dir(state, "finn"),
         "digest": hw["dataflow_digest"],

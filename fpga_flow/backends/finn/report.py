@@ -81,7 +81,8 @@ def summary(rep: dict) -> str:
     e, s = f["estimate"], f["stages"]
     verdict = "bit-exact" if rep["mismatches"] == 0 else "NOT bit-exact"
     n_ok = sum(1 for x in s if x["exact_matches"] == x["n"])
-    refs = " == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + ["QONNX", "FINN Python"])
+    ref = "integer-accumulator reference" if f.get("golden") == "integer-accumulator reference" else "QONNX"
+    refs = " == ".join([f"Brevitas {d.upper()}" for d in rep["reference_devices"]] + [ref, "FINN Python"])
     acc = rep["accuracy"]
     logits = ", logits" if rep["output"]["kind"] == "logits_of_log_softmax" else ""
     out = (f"{rep['model']}: {rep['exact_matches']}/{rep['n_images']} images {verdict} ({refs}; "
@@ -115,6 +116,18 @@ def markdown(rep: dict) -> str:
              "", "| comparison | images | bit-exact | max abs diff |", "|---|---:|---:|---:|"]
     for c in rep["comparisons"]:
         lines.append(f"| {c['name']} | {c['n']} | {c['exact_matches']} | {c['max_abs_diff']:g} |")
+    host = f.get("host_ops") or {}
+    lines += ["", "## Runs on the host", "", "Before the dataflow (float32, in the exported order; the dataflow's "
+              "input is the quantizer's codes): " + (", ".join(f"`{x}`" for x in host.get("before_dataflow", []))
+                                                     or "none") + ".",
+              "", "After the dataflow: " + (", ".join(f"`{x}`" for x in host.get("after_dataflow", [])) or "none")
+              + "."]
+    ag = (rep.get("float_scaled") or {}).get("brevitas_float_agreement") or {}
+    if ag.get("agree") is not None:
+        lines += ["", f"Float-scaled model: FINN received the exact lowering's integer thresholds (docs/bnn-pynq.md). "
+                      f"Brevitas' float forward vs the integer reference: {ag['agree']}/{ag['images']} images agree "
+                      f"(every activation code equal: {ag['activations_equal']}/{ag['images']}; max |logit "
+                      f"difference| after the host's ops {ag['max_abs_logit_diff']:.3g})."]
     c = ties["control"]
     lines += ["", "### Rounding of ties", "",
               "FINN's thresholds round ties up; Brevitas rounds them to even. The flow made the "

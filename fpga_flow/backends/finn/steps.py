@@ -77,9 +77,12 @@ class InputSpec:
     bits: int
     signed: bool
     narrow: bool
+    bipolar: bool = False  # a 1-bit input quantizer (BipolarQuant): codes -1/+1, FINN's BIPOLAR
 
     @property
     def datatype(self) -> str:
+        if self.bipolar:
+            return "BIPOLAR"
         return f"{'INT' if self.signed else 'UINT'}{self.bits}"
 
     def codes(self, quantized: np.ndarray) -> np.ndarray:
@@ -271,6 +274,8 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     apply to the ops this flow accepts, in the builder's order; then refuse a Requant (rounds ties up)."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.fpgadataflow.absorb_into_requant import AbsorbElementwiseOpsIntoRequant
+    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import (
+        InferBinaryMatrixVectorActivation)
     from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
     from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
     from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
@@ -293,6 +298,7 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     def relevant(m, ops, t):
         return m.transform(t) if any(m.get_nodes_by_op_type(o) for o in ops) else m
 
+    model = relevant(model, ["XnorPopcountMatMul"], InferBinaryMatrixVectorActivation())  # bipolar x bipolar
     model = relevant(model, ["MatMul"], InferQuantizedMatrixVectorActivation())
     model = relevant(model, ["MatMul"], InferVectorVectorActivation())
     model = relevant(model, ["MultiThreshold", "Quant"], InferRequantLayer(bitwidth_threshold=9))
@@ -391,7 +397,8 @@ def _stage_folding(d: Design, opts: FinnOptions, workdir: Path) -> Design:
 
 
 def _odd_code_thresholds(model: ModelWrapper) -> int:
-    return int(sum(finn_ties.odd_code_mask(model, n).sum() for n in model.get_nodes_by_op_type("MultiThreshold")))
+    return int(sum(finn_ties.odd_code_mask(model, n).sum() for n in model.get_nodes_by_op_type("MultiThreshold")
+                   if not finn_ties.is_exact(n)))
 
 
 def _stage_qonnx_to_finn(d: Design, opts: FinnOptions, workdir: Path) -> Design:
@@ -421,6 +428,16 @@ STAGES = [
     ("target_fps_parallelization", _stage_folding),
     ("minimize_bit_width", _on(lambda m, o: minimize_bit_width(m))),
 ]
+
+
+def feed(design: Design, codes: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The input codes as this stage's graph reads them. A bipolar input (-1/+1) that FINN's
+    ``ConvertBipolarMatMulToXnorPopcount`` re-typed BINARY (its XNOR layers take -1 as 0, the encoding of
+    the hardware stream) is fed as (c + 1) / 2; every other input as the codes themselves."""
+    graph = design.parent if design.parent is not None else design.model
+    if spec.bipolar and graph.get_tensor_datatype(graph.graph.input[0].name) == DataType["BINARY"]:
+        return ((np.asarray(codes, dtype=np.float32) + 1) / 2).astype(np.float32)
+    return codes
 
 
 def execute(design: Design, x: np.ndarray, workers: int = 1) -> np.ndarray:

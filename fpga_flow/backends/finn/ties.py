@@ -21,7 +21,8 @@ The fix makes every threshold whose code ``c`` is odd strict (``x > t``), in two
 Which code a threshold produces is recorded on each MultiThreshold as ``fpga_flow_min_code`` (the code
 of "no threshold reached", from the Quant node it replaced), because streamlining absorbs the Add that
 carried it into other nodes. A MultiThreshold without that record, or one still reading a float tensor
-after streamlining, is refused: its ties could not be guaranteed.
+after streamlining, is refused: its ties could not be guaranteed. MultiThresholds built from the exact
+lowering of a float-scaled model (``lowered.py``, attribute ``fpga_flow_exact``) need no fix and get none.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ from qonnx.util.basic import get_by_name
 from ...errors import FlowError
 
 ATTR = "fpga_flow_min_code"
+EXACT_ATTR = "fpga_flow_exact"  # set by lowered.py on MultiThresholds built from exact integer thresholds
+
+
+def is_exact(node) -> bool:
+    """A MultiThreshold with the exact lowering's integer thresholds (``lowered.py``): ties cannot occur off
+    them (the lowering already decided every integer accumulator), so no tie fix applies."""
+    return any(a.name == EXACT_ATTR and a.i == 1 for a in node.attribute)
 
 
 def activation_min_codes(qonnx_model: ModelWrapper) -> dict[str, int]:
@@ -92,6 +100,8 @@ class TiesToEvenFloat(Transformation):
 
     def apply(self, model: ModelWrapper):
         for node in model.get_nodes_by_op_type("MultiThreshold"):
+            if is_exact(node):
+                continue
             t = model.get_initializer(node.input[1]).astype(np.float32)
             model.set_initializer(node.input[1], np.where(odd_code_mask(model, node),
                                                           np.nextafter(t, np.float32(np.inf)), t))
@@ -115,6 +125,8 @@ class TiesToEvenInteger(Transformation):
                                 "streamlining: it is not integer hardware, and its ties cannot be made "
                                 "Brevitas' rounding. Quantize that tensor's producer (power-of-two scales)")
             t = model.get_initializer(node.input[1]).astype(np.float32)
+            if is_exact(node):
+                continue  # integer thresholds of the exact lowering (lowered.py): x >= t is already Brevitas'
             if np.any(np.abs(t) >= 2 ** 23):
                 raise FlowError(f"FINN node {node.name!r}: thresholds beyond 2^23 are not exact in float32")
             hit = odd_code_mask(model, node) & (t == np.round(t))
