@@ -78,3 +78,32 @@ def test_cnv_1w1a_seeded_random_inputs(tmp_path):
     ops = [r["op"] for r in f["estimate"]["layers"]]
     assert ops.count("MVAU_hls") == 9 and ops.count("Pool_hls") == 2 and "ConvolutionInputGenerator_rtl" in ops
     assert sum("TensorNorm" in h for h in f["host_ops"]["after_dataflow"]) == 4
+
+
+MODEL_FILE = '''import torch
+from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+INPUT_SHAPE = (1, 28, 28)
+
+
+def make():
+    torch.manual_seed(0)
+    net, _ = model_with_cfg("TFC_1W1A", pretrained=False)
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(64, 1, 28, 28))
+    return net.eval()
+'''
+
+
+def test_cli_model_file_reaches_the_finn_backend(mnist_dir, tmp_path):
+    """`fpga-flow hls --model tfc.py:make --backend finn`: the same path from the command line."""
+    import json
+
+    from fpga_flow import cli
+    (tmp_path / "tfc.py").write_text(MODEL_FILE)
+    rc = cli.main(["hls", "--model", f"{tmp_path / 'tfc.py'}:make", "--backend", "finn", "-n", "8", "--device", "cpu",
+                   "--data", str(mnist_dir), "--out", str(tmp_path / "out"), "-q"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "out" / "tfc_finn" / "report.json").read_text())
+    assert rep["exact_matches"] == rep["n_images"] == 8 and rep["hw"]["finn"]["golden"] == GOLDEN

@@ -87,11 +87,12 @@ def _levels(th, c: int, lo: int, hi: int, q) -> tuple[np.ndarray, bool]:
 
 
 def _check_channel(th, c: int, lo: int, hi: int, levels: np.ndarray, negate: bool, q) -> None:
-    """Both are step functions of the accumulator: equal wherever either changes, and at the ends, means equal
-    on the whole reachable range."""
+    """Both are step functions of the accumulator: equal at the range's low end and wherever either changes
+    (``acc`` vs ``acc - 1``), they are equal on the whole reachable range. The reference changes at ``T``; FINN's
+    at ``t`` (or, negated, at ``1 - t``); their neighbours are added too."""
     T = th.T[c]
     lv = -levels if negate else levels
-    pts = np.concatenate([T, T - 1, lv, lv - 1, 1 - lv, -lv, [lo, hi]]).astype(np.int64)
+    pts = np.concatenate([T - 1, T, T + 1, lv - 1, lv, lv + 1, [lo, hi]]).astype(np.int64)
     pts = np.unique(pts[(pts >= lo) & (pts <= hi)])
     ref = th.base[c] + th.direction[c] * (pts[:, None] >= T[None, :]).sum(axis=1)
     a = -pts if negate else pts

@@ -129,15 +129,12 @@ def markdown(rep: dict) -> str:
                       f"(every activation code equal: {ag['activations_equal']}/{ag['images']}; max |logit "
                       f"difference| after the host's ops {ag['max_abs_logit_diff']:.3g})."]
     c = ties["control"]
-    lines += ["", "### Rounding of ties", "",
-              "FINN's thresholds round ties up; Brevitas rounds them to even. The flow made the "
-              f"{ties['odd_code_thresholds']:,} thresholds that separate an odd code from the one below strict (`>`) "
-              f"after `qonnx_to_finn`; after streamlining (per-channel integer thresholds) it set "
-              f"{ties['repaired_after_streamline']} values whose float nudge FINN's arithmetic had rounded away to "
-              "t + 1 (docs/finn.md). Control, on the same images: FINN's own thresholds after `qonnx_to_finn` give "
-              f"{c['exact_matches']}/{c['n']} images bit-exact (max abs diff {c['max_abs_diff']:g})"
-              + (" - the fix was needed here." if c["exact_matches"] < c["n"] else
-                 " - no tie occurred on these images."), ""]
+    if f.get("golden") == "integer-accumulator reference":
+        lines += ["", "### Rounding of ties", "", "Not applicable: FINN received the exact lowering's integer "
+                  "thresholds, which already decide every reachable accumulator value as Brevitas' float32 chain "
+                  "does (ties included); the tie fix for FINN's own thresholds left them alone.", ""]
+    else:
+        lines += _ties(ties, c)
     lines += [f"## FINN's estimates (analytic, not synthesis): target {o['target_fps']:,} fps = "
               f"{o['target_cycles_per_frame']:,} cycles/frame at {o['clock_ns']} ns, part {o['part']}", "",
               "| layer | impl | PE | SIMD | in | out | cycles | LUT | BRAM18K | URAM | DSP |",
@@ -173,3 +170,15 @@ def markdown(rep: dict) -> str:
     lines += ["", f"Total: {sum(rep['timings_s'].values()):.1f} s. Artifacts: `{rep['project_dir']}` (the ONNX "
                   "graph after every stage).", ""]
     return "\n".join(lines)
+
+
+def _ties(ties: dict, c: dict) -> list[str]:
+    return ["", "### Rounding of ties", "",
+            "FINN's thresholds round ties up; Brevitas rounds them to even. The flow made the "
+            f"{ties['odd_code_thresholds']:,} thresholds that separate an odd code from the one below strict (`>`) "
+            f"after `qonnx_to_finn`; after streamlining (per-channel integer thresholds) it set "
+            f"{ties['repaired_after_streamline']} values whose float nudge FINN's arithmetic had rounded away to "
+            "t + 1 (docs/finn.md). Control, on the same images: FINN's own thresholds after `qonnx_to_finn` give "
+            f"{c['exact_matches']}/{c['n']} images bit-exact (max abs diff {c['max_abs_diff']:g})"
+            + (" - the fix was needed here." if c["exact_matches"] < c["n"] else
+               " - no tie occurred on these images."), ""]
