@@ -58,15 +58,16 @@ def test_tfc_1w1a_on_mnist_xnor_layers_and_host_ops_named(mnist_dir, tmp_path):
     assert "## Runs on the host" in md and all(f"`{h}`" in md for h in host["before_dataflow"] + host["after_dataflow"])
 
 
-def test_negative_batchnorm_gamma_negates_the_weights(tmp_path):
+@pytest.mark.parametrize("name", ["TFC_1W1A", "TFC_2W2A"])
+def test_negative_batchnorm_gamma_negates_the_weights(name, tmp_path):
     """Channels whose code decreases with the accumulator (gamma < 0, as in trained nets): exact too."""
-    net = bnn.make("TFC_1W1A")
+    net = bnn.make(name)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm1d):
                 m.weight[::2] *= -1
     x = np.random.default_rng(1).random((12, 1, 28, 28), dtype=np.float32)
-    rep = _build(net, "TFC_1W1A", tmp_path, 12, images=x)
+    rep = _build(net, name, tmp_path, 12, images=x)
     _every_stage_exact(rep, 12)
     assert all(r["negative_slope_channels"] > 0 for r in rep["float_scaled"]["layers"][:3])
 

@@ -53,6 +53,9 @@ def _check_report(rep, tmp_path, name, n):
     used = (rep.get("source") or {}).get("dataset")  # a dataset named, or the API's own images said so
     assert (f"{used['name']} test images used here" if used else "inputs given to the API or seeded random ones") in md
     assert finn_report.summary(rep).startswith(f"{name}: {n}/{n} images bit-exact")
+    host = f["host_ops"]  # the input quantizer before the dataflow, the dequantization after it, named in report.md
+    assert "Quant" in host["before_dataflow"][-1] and "dequantization" in host["after_dataflow"][0]
+    assert "## Runs on the host" in md and f"`{host['before_dataflow'][-1]}`" in md
     return f
 
 
@@ -74,6 +77,7 @@ def test_convnet_logits_exact_and_folding_follows_the_target(tmp_path):
     assert fast["estimate"]["max_cycles"] <= 1e9 / 10 / 30000 < slow["estimate"]["max_cycles"]
     assert fast["estimate"]["total"]["LUT"] > slow["estimate"]["total"]["LUT"]
     assert fast["options"]["target_fps"] == 30000
+    assert "LogSoftmax" in fast["host_ops"]["after_dataflow"][-1]
 
 
 def test_without_the_tie_fix_verification_fails_and_names_the_stage(tmp_path, monkeypatch):

@@ -119,8 +119,9 @@ def _host_ops(clean) -> dict:
     post = host_ops.suffix(clean)
     name = lambda n: f"{n.name} ({n.op_type}{f', {host_ops.origin(n)}' if host_ops.origin(n) else ''})"  # noqa: E731
     deq = "the last layer's dequantization (accumulator x scale [+ bias], float32)"
+    ls = golden.final_log_softmax(clean)
     return {"before_dataflow": [name(n) for n in pre] + ([name(quant)] if quant is not None else []),
-            "after_dataflow": [deq] + [name(n) for n in post]}
+            "after_dataflow": [deq] + [name(n) for n in post] + ([name(ls)] if ls is not None else [])}
 
 
 def _save(state, stage: str) -> None:

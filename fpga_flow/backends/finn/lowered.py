@@ -176,10 +176,14 @@ def _requant_to_multithreshold(m: ModelWrapper, node, layer) -> None:
         shape = [1] * w.ndim
         shape[axis] = -1
         dt = m.get_tensor_datatype(mac.input[1])
-        m.set_initializer(mac.input[1], w * sign.reshape(shape))
+        new = w * sign.reshape(shape)
+        m.set_initializer(mac.input[1], new)
+        if not (dt.allowed(float(new.min())) and dt.allowed(float(new.max()))):  # -(-2^(b-1)) needs a bit more
+            b = 2
+            while not (-(2 ** (b - 1)) <= new.min() and new.max() <= 2 ** (b - 1) - 1):
+                b += 1
+            dt = DataType[f"INT{b}"]
         m.set_tensor_datatype(mac.input[1], dt)  # -x of a symmetric or bipolar code set stays in it
-        if not dt.allowed(float(np.min(w * sign.reshape(shape)))):
-            raise FlowError(f"{layer.node}: negated weights leave their datatype {dt.name}")
     t_name = f"{node.name}_thresholds"
     m.set_initializer(t_name, np.stack(rows).astype(np.float32))
     if np.abs(np.stack(rows)).max(initial=0) >= 2 ** 24:
