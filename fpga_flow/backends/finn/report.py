@@ -112,7 +112,8 @@ def markdown(rep: dict) -> str:
              f"> {rep['output']['note']}", "",
              "## Verification: FINN's Python execution at every stage vs the golden (`==`, no tolerance)", "",
              f"Input: the hardware receives the input quantizer's integer codes ({f['input']['datatype']}, scale "
-             f"{f['input']['scale']:g}), as in the hls4ml design; host side: {', '.join(f['host_nodes']) or 'none'}.",
+             f"{f['input']['scale']:g}), as in the hls4ml design; nodes FINN's graph keeps on the host, around "
+             f"its dataflow partition: {', '.join(f['host_nodes']) or 'none'}.",
              "", "| comparison | images | bit-exact | max abs diff |", "|---|---:|---:|---:|"]
     for c in rep["comparisons"]:
         lines.append(f"| {c['name']} | {c['n']} | {c['exact_matches']} | {c['max_abs_diff']:g} |")
@@ -121,7 +122,10 @@ def markdown(rep: dict) -> str:
               "input is the quantizer's codes): " + (", ".join(f"`{x}`" for x in host.get("before_dataflow", []))
                                                      or "none") + ".",
               "", "After the dataflow: " + (", ".join(f"`{x}`" for x in host.get("after_dataflow", [])) or "none")
-              + "."]
+              + ".", "", "Beside these ops of the exported model, FINN's own graph keeps on the host (outside its "
+              "dataflow partition, executed in the verification above): "
+              + (", ".join(f"`{x}`" for x in f["host_nodes"]) or "nothing")
+              + " (e.g. an XNOR layer's `2 * popcount - K` when no threshold follows it)."]
     ag = (rep.get("float_scaled") or {}).get("brevitas_float_agreement") or {}
     if ag.get("agree") is not None:
         lines += ["", f"Float-scaled model: FINN received the exact lowering's integer thresholds (docs/bnn-pynq.md). "
