@@ -235,10 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     rtl = rtl_rows(Path(a.rtl_doc))
     out = Path(a.out)
-    rows = {}
-    if a.render:  # the builds' results kept in <doc>.json; RTL rows read afresh (docs/bench/rtl.md may be newer)
-        kept = json.loads(Path(a.doc).with_suffix(".json").read_text())
-        rows = {m: {**r, "rtl": rtl.get(m)} for m, r in kept.items()}
+    # the builds' results kept in <doc>.json (the models not rebuilt now keep theirs); RTL rows read afresh
+    # (docs/bench/rtl.md may be newer)
+    kept_path = Path(a.doc).with_suffix(".json")
+    if a.render and not kept_path.is_file():
+        ap.error(f"--render needs {kept_path} (run without --render first)")
+    kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
+    rows = {m: {**r, "rtl": rtl.get(m)} for m, r in kept.items()}
     for m in ([] if a.render else a.models):
         r = rtl.get(m)
         fps = int(_num(r["fps"])) if r and _num(r["fps"]) else FINN_DEFAULT_FPS
