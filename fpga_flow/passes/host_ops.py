@@ -80,6 +80,20 @@ def origin(node) -> str:
     return f"{cls}.forward" if cls else ""
 
 
+def label(node) -> str:
+    """``Sub_1 (Sub, module features.13 (TensorNorm))``: a node as a report lists it."""
+    o = origin(node)
+    return f"{node.name} ({node.op_type}{f', {o}' if o else ''})"
+
+
+def host_nodes(model: ModelWrapper) -> tuple[list[str], list[str], list[str]]:
+    """The exported (clean) model's nodes the host runs, as :func:`label` s: the float pre-processing before
+    the input quantizer, the input quantizer itself (none for a graph whose input is already codes), and the
+    float ops after the last layer (a TensorNorm)."""
+    pre, quant, _ = prefix(model)
+    return [label(n) for n in pre], [label(quant)] if quant is not None else [], [label(n) for n in suffix(model)]
+
+
 def where(node) -> str:
     """``node 'Sub_1' (Sub) of module features.13 (TensorNorm)``: the ONNX node and the PyTorch module."""
     o = origin(node)

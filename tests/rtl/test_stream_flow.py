@@ -119,3 +119,39 @@ def test_a_wrong_weight_fails_verification_and_names_the_layer(po2_build, tmp_pa
     assert failed["mismatches"] > 0
     assert failed["hw"]["rtl"]["fault_injected"]["kind"] == "weight"
     assert failed["first_divergence"]["layer"] == failed["hw"]["rtl"]["fault_injected"]["layer"]
+
+
+class _HostOpsNet(nn.Module):
+    """bnn_pynq's shape in small: float pre-processing before the input quantizer (``2x - 1``) and a
+    TensorNorm-like scalar affine with a negative weight after the last layer; both run on the host."""
+
+    def __init__(self):
+        super().__init__()
+        from brevitas import nn as qnn
+        from brevitas.quant import Int8ActPerTensorFloat, Uint8ActPerTensorFloat
+
+        torch.manual_seed(4)
+        self.body = nn.Sequential(
+            qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=8, return_quant_tensor=True),
+            qnn.QuantConv2d(1, 4, 3, bias=False, weight_bit_width=4), nn.BatchNorm2d(4),
+            qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=True),
+            nn.MaxPool2d(2), nn.Flatten(), qnn.QuantLinear(36, 10, bias=True, weight_bit_width=4))
+
+    def forward(self, x):
+        return (self.body(2.0 * x - 1.0) - 0.25) * -2.0
+
+
+def test_host_pre_and_post_ops_run_on_the_host_and_the_accuracy_is_the_modules(tmp_path):
+    net = _calibrated(_HostOpsNet(), (1, 8, 8))
+    x = images()
+    labels = net(torch.from_numpy(x)).argmax(1).numpy()  # the module's own classes: accuracy must be 100%
+    cfg = BuildConfig(model="hostops", n_images=N, backend="rtl", extra={"target_fps": 1_000_000, **FAST})
+    rep = fpga_flow.build(net, (1, 8, 8), name="hostops", out_dir=tmp_path, config=cfg, images=x, labels=labels,
+                          progress=False)
+    assert rep["n_images"] == N and rep["exact_matches"] == N
+    host = " | ".join(rep["hw"]["rtl"]["on_host"])
+    assert "pre-processing before the input quantizer" in host and "(Mul" in host, host
+    assert "after the last layer" in host and "(Sub" in host, host
+    # the hardware's accumulators in reverse order (the negative weight) unless the host's ops are applied
+    assert rep["accuracy"]["quantized"] == 1.0 and rep["accuracy"]["rtl"] == 1.0
+    assert "On the host, not in hardware" in (tmp_path / "hostops_rtl" / "report.md").read_text()

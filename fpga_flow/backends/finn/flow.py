@@ -115,13 +115,11 @@ def _golden_float_scaled(state, clean):
 def _host_ops(clean) -> dict:
     """What runs on the host around the FINN dataflow, named by node (and the PyTorch module it came from)."""
     from ...passes import host_ops
-    pre, quant, _ = host_ops.prefix(clean)
-    post = host_ops.suffix(clean)
-    name = lambda n: f"{n.name} ({n.op_type}{f', {host_ops.origin(n)}' if host_ops.origin(n) else ''})"  # noqa: E731
+    pre, quant, post = host_ops.host_nodes(clean)
     deq = "the last layer's dequantization (accumulator x scale [+ bias], float32)"
     ls = golden.final_log_softmax(clean)
-    return {"before_dataflow": [name(n) for n in pre] + ([name(quant)] if quant is not None else []),
-            "after_dataflow": [deq] + [name(n) for n in post] + ([name(ls)] if ls is not None else [])}
+    return {"before_dataflow": pre + quant,
+            "after_dataflow": [deq] + post + ([host_ops.label(ls)] if ls is not None else [])}
 
 
 def _save(state, stage: str) -> None:

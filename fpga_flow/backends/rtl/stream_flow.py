@@ -23,6 +23,7 @@ import numpy as np
 from ... import compare, front, golden, int_ref
 from ...config import BuildConfig
 from ...errors import FlowError
+from ...passes import host_ops
 from ...resources import cache_dir
 from . import folding, lower, measure, stream_report
 from .design import TOP, Design, mac_in_lanes, to_verilog
@@ -56,6 +57,12 @@ def step_rtl_lower(state):
     r, opts = state.backend, state.backend.options
     cl = front.model(state, "channels_last")
     hw = lower.hw_lower(golden.logits_graph(cl), front.lowered(state) if front.float_scaled(state) else None)
+    pre, _, post = host_ops.host_nodes(front.model(state, "clean"))
+    if pre:
+        hw.host.append(f"the float pre-processing before the input quantizer ({', '.join(pre)}), then the "
+                       "quantizer: the hardware's input is its codes")
+    if post:
+        hw.host.append(f"the float ops after the last layer ({', '.join(post)}), on its dequantized output")
     if golden.final_log_softmax(front.model(state, "clean")) is not None:
         hw.host.append("LogSoftmax (the golden and the hardware end at the logits; fpga_flow.log_softmax on the host)")
     if hw.final_frac_part is not None and np.any(hw.final_frac_part):
@@ -169,6 +176,9 @@ def step_rtl_compare(state):
     c = compare.exact(f"Verilator RTL vs golden ({front.golden_key(state)}), integer codes", got, want)
     state.comparisons.append(c)
     state.ref["rtl"] = got / 2.0 ** hw.final_frac * hw.final_scale
+    post = getattr(hw.lowered, "post", None)
+    if post:  # what the module returns (a TensorNorm with a negative weight reverses the argmax)
+        state.ref["rtl"] = host_ops.apply(post, state.ref["rtl"].astype(np.float32)).numpy()
     if not c.ok:
         state.divergence = trace(state, c.mismatching_images[0])
     return state
