@@ -19,6 +19,7 @@ from types import ModuleType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.qcdq_to_qonnx import QCDQToQuant
 from qonnx.util.cleanup import cleanup_model
+import torch
 from torch import nn
 
 from . import compare, golden
@@ -124,7 +125,11 @@ def load_user_model(ref: ModelRef, input_shape: tuple[int, ...] | None = None) -
         module = obj
     elif callable(obj):
         try:
-            module = obj()
+            # seeded, so a randomly initialised model (no --checkpoint) is the same on every build and
+            # `--config <build>/config.toml` reproduces the project; the caller's RNG state is left as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                module = obj()
         except TypeError as e:
             raise FlowError(f"{ref.spec}: calling {ref.attr}() failed ({e}); --model needs an nn.Module class or "
                             "factory that takes no arguments") from e

@@ -98,6 +98,21 @@ def test_user_file_class_and_factory_load_and_write_nothing(user):
     assert sorted(p.name for p in zoo.MODELS_DIR.iterdir()) == tool_before
 
 
+def test_a_random_init_user_model_is_the_same_on_every_load(user):
+    """No --checkpoint: the factory's random initialisation is seeded, so `--config <build>/config.toml`
+    rebuilds the same project; the caller's RNG is left as it was."""
+    d, _ = user
+    ref = sources.parse_model(f"{d}/mynet.py:make")
+    torch.manual_seed(123)
+    want_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = sources.load_user_model(ref).module.state_dict()
+    assert torch.equal(torch.rand(3), want_next)  # the caller's stream is not consumed
+    torch.manual_seed(999)
+    b = sources.load_user_model(ref).module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_package_module_attr(user, tmp_path, monkeypatch):
     pkg = tmp_path / "usernets"
     pkg.mkdir()
