@@ -347,11 +347,14 @@ JOURNAL_VERSION = 1
 
 def _commit() -> str:
     """The code the outcome came from: the git commit of the checkout (``+dirty`` with local edits), else the
-    installed package's version."""
+    installed package's version (an installed package is not asked for a commit: git would answer for
+    whatever repository happens to hold its site-packages)."""
     import subprocess
 
     from . import __version__
     root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return f"fpga_flow {__version__}"
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)
