@@ -56,3 +56,38 @@ def run_stream(dut, beats: list[int], n_out: int, *, seed: int = 0, p_valid: flo
     sim.run()
     assert not extra, f"{len(extra)} output beats more than the {n_out} expected"
     return got
+
+
+def full_rate_cycles(dut, beats: list[int], n_out: int, max_cycles: int = 200_000) -> tuple[int, list[int]]:
+    """Push ``beats`` into ``dut.i`` as fast as it takes them, with ``dut.o.ready`` always high; returns (the
+    cycle of the ``n_out``-th output beat counted from the first input cycle, the output beats): what a block
+    sustains when nothing around it stalls."""
+    got: list[int] = []
+    cycle = [0]
+
+    async def producer(ctx):
+        for beat in beats:
+            ctx.set(dut.i.payload, beat)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        while len(got) < n_out:
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycle[0] += 1
+            if valid:
+                got.append(payload)
+            assert cycle[0] < max_cycles, f"stalled: {len(got)} of {n_out} output beats after {cycle[0]} cycles"
+
+    top = Module()
+    top.submodules.dut = dut
+    tick = Signal()
+    top.d.sync += tick.eq(~tick)
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
+    sim.run()
+    return cycle[0], got

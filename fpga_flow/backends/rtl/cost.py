@@ -5,8 +5,9 @@ FF are linear in a few structural terms (multiplier bits, adder bits, threshold-
 logic), with coefficients fitted by least squares to yosys ``synth_xilinx`` counts of the MVUs in
 :data:`CALIBRATION` (the measured points, the fit and its error: docs/rtl-cost-model.md; redo them with
 :func:`calibrate`). DSP and BRAM18 follow rules read off the same runs. It is an estimate, and says so.
-:func:`cycles_per_image` is exact for the MVUs (NF*SF cycles a vector, simulated); the slowest layer sets
-the rate of the whole pipeline.
+:func:`cycles_per_image` is exact for the MVUs (NF*SF cycles a vector, simulated) and for the window
+generators' input (one pixel a beat for a multi-tap window); the slowest layer sets the rate of the whole
+pipeline.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import measure
-from .hw import mvu, spec
+from .hw import mvu, spec, window
 
 HOW = "estimate (linear model fitted to yosys synth_xilinx counts)"
 
@@ -78,16 +79,24 @@ def mvu_cost(layer: spec.Mac) -> dict:
             "bram18": bram18(int(t["depth"]), int(t["width"])) if t["block"] else 0, "how": HOW}
 
 
+def layer_cycles(layer: spec.Mac) -> int:
+    """Cycles a layer needs per image with nothing stalling it: its MVU's ``NF*SF`` per output pixel, or, when
+    more, the beats its window generator takes in (``H*W*C / in_lanes``): a multi-tap window takes one pixel a
+    beat, so convrelu's first conv (28x28x1, SIMD 9) cannot run faster than 784 cycles/image however wide its
+    MVU (simulated: 784; NF*SF*pixels says 726)."""
+    nf, sf = mvu.folding(layer)
+    oh, ow, _ = layer.out_shape
+    cycles = nf * sf * oh * ow
+    if layer.kind in ("conv", "depthwise"):
+        h, w, c = layer.in_shape
+        cycles = max(cycles, h * w * c // window.in_lanes(c, layer.simd))
+    return cycles
+
+
 def cycles_per_image(layers: list) -> int:
-    """Cycles one image takes through the pipeline in steady state: the slowest MVU's NF*SF*output pixels
-    (a max pool or window generator moves one beat a cycle and never sets the rate of the MVU after it)."""
-    slowest = 0
-    for layer in layers:
-        if isinstance(layer, spec.Mac):
-            nf, sf = mvu.folding(layer)
-            oh, ow, _ = layer.out_shape
-            slowest = max(slowest, nf * sf * oh * ow)
-    return slowest
+    """Cycles one image takes through the pipeline in steady state: the slowest layer's :func:`layer_cycles`
+    (a max pool moves one beat a cycle and never sets the rate of the MVU after it)."""
+    return max((layer_cycles(ly) for ly in layers if isinstance(ly, spec.Mac)), default=0)
 
 
 # ---- calibration ----

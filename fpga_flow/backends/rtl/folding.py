@@ -5,9 +5,10 @@ The pipeline's rate is set by its slowest MVU (``cost.cycles_per_image``), so bo
 number, the cycle budget ``T`` per image:
 
 * **target**: ``T = floor(clock / N)``; every layer independently takes the cheapest legal (PE, SIMD) whose
-  ``NF * SF * output pixels <= T`` (``T`` raised to the slowest layer's fastest rate first: no layer need
-  be faster than the pipeline) (cheapest: fewest multipliers PE*SIMD, then the cost model's LUTs); a
-  layer that cannot reach ``T`` even fully parallel takes its fastest folding and the result says so;
+  ``cost.layer_cycles <= T`` (``NF * SF * output pixels``, or its window's input beats where more) (``T``
+  raised to the slowest layer's fastest rate first: no layer need be faster than the pipeline) (cheapest:
+  fewest multipliers PE*SIMD, then the cost model's LUTs); a layer that cannot reach ``T`` even fully
+  parallel takes its fastest folding and the result says so;
 * **fit**: every ``T`` any layer can hit is a candidate; for each, fold all layers as for a target and add up
   the cost model's LUT / DSP / BRAM18 (``cost.mvu_cost``; the MVUs only: windows, pools and FIFOs are left
   to the :data:`FIT_MARGIN`), then keep the smallest ``T`` (fastest design) that fits ``FIT_MARGIN`` of the
@@ -57,9 +58,8 @@ def options(layer: spec.Mac) -> list[tuple[int, int]]:
 
 
 def layer_cycles(layer: spec.Mac, pe: int, simd: int) -> int:
-    nf, sf = mvu.folding(replace(layer, pe=pe, simd=simd))
-    oh, ow, _ = layer.out_shape
-    return nf * sf * oh * ow
+    """:func:`cost.layer_cycles` of ``layer`` folded to (PE, SIMD)."""
+    return cost.layer_cycles(replace(layer, pe=pe, simd=simd))
 
 
 def _cheapest(layer: spec.Mac, budget: int) -> tuple[int, int]:
