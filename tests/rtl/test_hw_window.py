@@ -141,3 +141,14 @@ def test_window_with_extra_line_buffer_rows(seed):
                      seed=seed, p_valid=float(rng.choice([0.5, 1.0])), p_ready=float(rng.choice([0.5, 1.0])))
     got = np.array([stream.unpack(b, simd, 3, True) for b in got]).reshape(-1, k * k * C)
     assert np.array_equal(got, im2col(x, k, stride, pad))
+
+
+def test_whole_window_a_beat_synthesizes_with_yosys(tmp_path):
+    """A 5x5 window handing out all 25 taps a beat (convnet's default fit folding) through yosys
+    ``synth_xilinx``: with one line-buffer memory of 25 read ports yosys' memory_libmap threw (exit 1, a wasm
+    exception, also on this 8x8 image); with one 1-write 1-read copy per tap it maps to LUTRAM."""
+    from fpga_flow.backends.rtl import measure
+
+    w = SlidingWindow((8, 8, 1), 5, 1, 0, 25, 8, rows=11)
+    r = measure.synth_xilinx(measure.verilog_of(w, "swg"), "swg", "xc7z020clg400-1", tmp_path)
+    assert r["LUT"] > 0 and r["LUTRAM"] > 0 and r["DSP"] == 0

@@ -8,9 +8,10 @@ Conv with ``simd > C`` (**multi-tap**): a beat holds ``T = simd / C`` whole pixe
 each other in the flattened (ky, kx, c) window, so the MVU's SIMD may divide ``K*K*C`` instead of only ``C``
 (a 1-channel first conv need not run at SIMD 1). ``T`` divides ``K`` (a beat is ``T`` taps of one kernel row)
 or is ``r*K`` with ``r`` dividing ``K`` (a beat is ``r`` whole kernel rows); the input stream is then one
-pixel (``C`` lanes) a beat (:func:`in_lanes`). Tap ``j`` of a beat is read through its own memory read port
-with its own address pipeline: the taps of a beat may lie in different rows and columns, so one port cannot
-serve them.
+pixel (``C`` lanes) a beat (:func:`in_lanes`). Tap ``j`` of a beat is read from its own copy of the line
+buffer with its own address pipeline: the taps of a beat may lie in different rows and columns, so one port
+cannot serve them, and yosys maps a memory of one write and one read port well (one memory with 25 read
+ports made its ``synth_xilinx`` crash).
 Padding positions are zero codes. The image is zero padded by ``pad`` on every side, like
 :func:`spec._windows`.
 
@@ -120,9 +121,14 @@ class SlidingWindow(wiring.Component):
         tx, ry = tap_steps(k, T) if T > 1 else (1, 1)  # a beat: tx taps of a kernel row x ry kernel rows
         cf_n = C // lanes
         row_beats = W * cf_n
-        m.submodules.mem = mem = Memory(shape=unsigned(lanes * self.bits), depth=R * row_beats, init=[])
-        wr = mem.write_port()
-        rds = [mem.read_port(domain="sync") for _ in range(T)]  # one per tap of a beat
+        # one copy of the line buffer per tap of a beat, each written alike and read through its own port:
+        # a 1-write 1-read memory maps to LUTRAM or block RAM as it is, where one memory with T read ports
+        # crashed yosys' memory_libmap (convnet's default fit: a 5x5 window on 28x28, 25 taps a beat)
+        mems = [Memory(shape=unsigned(lanes * self.bits), depth=R * row_beats, init=[]) for _ in range(T)]
+        for j, mem in enumerate(mems):
+            m.submodules["mem" if T == 1 else f"mem{j}"] = mem
+        wrs = [mem.write_port() for mem in mems]
+        rds = [mem.read_port(domain="sync") for mem in mems]  # one per tap of a beat
 
         filled = Signal(range(R + 1))  # complete rows in the ring whose last read has not happened yet
         avail = Signal(range(R + 1))  # complete rows from the oldest one the reader's current row reads
@@ -132,9 +138,10 @@ class SlidingWindow(wiring.Component):
         wbeat = Signal(range(row_beats))
         waddr = Signal(range(R * row_beats))  # slots are written in order: the address just counts around
         row_done = Signal()
-        m.d.comb += [self.i.ready.eq(filled < R), wr.addr.eq(waddr),
-                     wr.data.eq(self.i.payload), wr.en.eq(self.i.valid & self.i.ready)]
-        with m.If(wr.en):
+        write = Signal()
+        m.d.comb += [self.i.ready.eq(filled < R), write.eq(self.i.valid & self.i.ready)]
+        m.d.comb += [c for wr in wrs for c in (wr.addr.eq(waddr), wr.data.eq(self.i.payload), wr.en.eq(write))]
+        with m.If(write):
             m.d.sync += [wbeat.eq(Mux(wbeat == row_beats - 1, 0, wbeat + 1)),
                          waddr.eq(Mux(waddr == R * row_beats - 1, 0, waddr + 1))]
             with m.If(wbeat == row_beats - 1):
