@@ -45,15 +45,7 @@ def run_stream(dut, beats: list[int], n_out: int, *, seed: int = 0, p_valid: flo
             if valid:
                 extra.append(payload)
 
-    top = Module()  # a sync domain even for a purely combinational block (a 1:1 width converter)
-    top.submodules.dut = dut
-    tick = Signal()
-    top.d.sync += tick.eq(~tick)
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer, background=True)
-    sim.add_testbench(consumer)
-    sim.run()
+    _simulate(dut, producer, consumer)
     assert not extra, f"{len(extra)} output beats more than the {n_out} expected"
     return got
 
@@ -81,7 +73,13 @@ def full_rate_cycles(dut, beats: list[int], n_out: int, max_cycles: int = 200_00
                 got.append(payload)
             assert cycle[0] < max_cycles, f"stalled: {len(got)} of {n_out} output beats after {cycle[0]} cycles"
 
-    top = Module()
+    _simulate(dut, producer, consumer)
+    return cycle[0], got
+
+
+def _simulate(dut, producer, consumer) -> None:
+    """Run ``producer`` (in the background) and ``consumer`` against ``dut`` on a 1 MHz clock."""
+    top = Module()  # a sync domain even for a purely combinational block (a 1:1 width converter)
     top.submodules.dut = dut
     tick = Signal()
     top.d.sync += tick.eq(~tick)
@@ -90,4 +88,3 @@ def full_rate_cycles(dut, beats: list[int], n_out: int, max_cycles: int = 200_00
     sim.add_testbench(producer, background=True)
     sim.add_testbench(consumer)
     sim.run()
-    return cycle[0], got
