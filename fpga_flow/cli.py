@@ -253,12 +253,15 @@ def cmd_rtl(a: argparse.Namespace) -> int:
         except ValueError:
             raise FlowError(f"--folding {item!r}: expected LAYER=PE,SIMD (e.g. Conv_0=4,8)") from None
         folding[layer] = [pe, simd]
+    if a.pnr_timeout is not None and not 0 <= a.pnr_timeout < float("inf"):
+        raise FlowError(f"--pnr-timeout {a.pnr_timeout:g}: give a finite number of seconds >= 0 (0: no limit)")
     opts = dict(rtl_mode=a.mode, synth=a.synth, fault="default" if a.inject_fault else None,
                 synth_timeout_s=a.synth_timeout)
     if a.mode == "da4ml":
         opts.update(jobs=a.jobs, mapper="abc9" if a.yosys_abc9 else "abc")
     else:
-        opts.update(pnr=a.pnr, **({"folding": folding} if folding else {}))
+        opts.update(pnr=a.pnr, **({"folding": folding} if folding else {}),
+                    **({} if a.pnr_timeout is None else {"pnr_timeout_s": a.pnr_timeout}))
     cfg = _config(a, **opts)
     return _build(cfg, a)
 
@@ -398,6 +401,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-pnr", dest="pnr", action="store_false", help="stream: skip nextpnr place and route")
     r.add_argument("--no-synth", dest="synth", action="store_false", help="skip yosys (simulate and compare only)")
     r.add_argument("--synth-timeout", type=float, help="give up yosys after this many seconds")
+    r.add_argument("--pnr-timeout", type=float, metavar="S",
+                   help="stream: stop yosys synth_ecp5 + nextpnr after S seconds (default 3600; 0: no limit); the "
+                        "build still lands, its report saying the Fmax was not measured")
     r.add_argument("--jobs", type=int, help="da4ml: Verilator build jobs (default: one per core)")
     r.add_argument("--yosys-abc9", action="store_true",
                    help="da4ml: LUT mapping by abc9 (synth_xilinx unchanged; much slower) instead of classic abc")

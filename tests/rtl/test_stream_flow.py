@@ -155,3 +155,21 @@ def test_host_pre_and_post_ops_run_on_the_host_and_the_accuracy_is_the_modules(t
     # the hardware's accumulators in reverse order (the negative weight) unless the host's ops are applied
     assert rep["accuracy"]["quantized"] == 1.0 and rep["accuracy"]["rtl"] == 1.0
     assert "On the host, not in hardware" in (tmp_path / "hostops_rtl" / "report.md").read_text()
+
+
+def test_a_place_and_route_past_its_time_limit_still_lands_the_verified_build(tmp_path):
+    """nextpnr of a large fit design can run for hours: past ``pnr_timeout_s`` the build lands (the simulation
+    verified it) and its report says the Fmax was not measured. Before, a timeout was a FlowError and the
+    verified build was thrown away."""
+    cfg = BuildConfig(model="po2", n_images=N, backend="rtl",
+                      extra={"target_fps": 1_000_000, "synth": False, "pnr": True, "pnr_timeout_s": 0.5})
+    rep = fpga_flow.build(po2_model(), (1, 8, 8), name="po2", out_dir=tmp_path, config=cfg, images=images(),
+                          progress=False)
+    assert rep["n_images"] == N and rep["exact_matches"] == N
+    p = rep["hw"]["rtl"]["nextpnr"]
+    assert p["timed_out"] is True and p["placed"] is None and p["timeout_s"] == 0.5
+    assert "ran past 0.5 s" in p["message"]
+    assert rep["hw"]["rtl"]["images_per_s_at_fmax"] is None
+    md = (tmp_path / "po2_rtl" / "report.md").read_text()
+    assert "**Not measured**" in md and "--pnr-timeout" in md
+    assert json.loads((tmp_path / "po2_rtl" / "report.json").read_text())["exact_matches"] == N

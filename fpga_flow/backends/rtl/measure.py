@@ -101,12 +101,16 @@ def port_bits(verilog: str, top: str) -> int:
     return bits
 
 
+class ToolTimeout(FlowError):
+    """An open tool ran past its time limit (the build can still land without that measurement)."""
+
+
 def _run(cmd: list[str], cwd: Path, log: str, timeout_s: float | None, what: str) -> None:
     with open(cwd / log, "w") as out:
         try:
             p = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise FlowError(f"{what} ran past {timeout_s} s (logs: {cwd})") from None
+            raise ToolTimeout(f"{what} ran past {timeout_s:g} s (logs: {cwd})") from None
     if p.returncode != 0:
         tail = (cwd / log).read_text(errors="replace").strip().splitlines()[-5:]
         raise FlowError(f"{what} failed (exit {p.returncode}): {' | '.join(tail)}\n  logs: {cwd}")
@@ -242,4 +246,4 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]
+__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]

@@ -9,7 +9,8 @@ back; cycles from the simulation), ``rtl_compare``, ``rtl_synth`` (yosys synth_x
 
 Options (``BuildConfig.extra``): ``target_fps``, ``folding`` ({node or index: [pe, simd]}), ``synth``,
 ``pnr``, ``fault`` ("weight", or (layer, out, in, delta), or ("threshold", layer, channel, k, delta)),
-``synth_timeout_s``, ``pnr_timeout_s``, ``sim_timeout_s``.
+``synth_timeout_s``, ``pnr_timeout_s`` (default :data:`PNR_TIMEOUT_S`; None or 0: no limit),
+``sim_timeout_s``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from . import folding, lower, measure, stream_report
 from .design import TOP, Design, mac_in_lanes, to_verilog
 from .hw import spec
 from .verilator import simulate_design
+
+PNR_TIMEOUT_S = 3600.0  # synth_ecp5 + nextpnr of a large fit design can run for hours; past this the build
+# lands without an Fmax (the report says so) instead of holding the user's terminal
 
 OPTIONS = ("target_fps", "folding", "synth", "pnr", "fault", "synth_timeout_s", "pnr_timeout_s", "sim_timeout_s",
            "rtl_mode")
@@ -234,8 +238,14 @@ def step_rtl_pnr(state):
         r.pnr = None
         return state
     t0 = time.perf_counter()
-    res = measure.pnr_ecp5(r.verilog, TOP, clock_mhz=folding.clock_mhz(state.cfg.clock_ns),
-                           workdir=state.path("nextpnr"), timeout_s=r.options.get("pnr_timeout_s"))
+    limit = r.options.get("pnr_timeout_s", PNR_TIMEOUT_S) or None
+    try:
+        res = measure.pnr_ecp5(r.verilog, TOP, clock_mhz=folding.clock_mhz(state.cfg.clock_ns),
+                               workdir=state.path("nextpnr"), timeout_s=limit)
+    except measure.ToolTimeout as e:  # a measurement not made, not a failed build: the simulation verified it
+        res = {"how": measure.HOW_ECP5, "placed": None, "timed_out": True, "timeout_s": limit,
+               "message": str(e).split(" (logs:")[0], "log": str(state.path("nextpnr") / "nextpnr.log"),
+               "workdir": str(state.path("nextpnr"))}
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     r.pnr = _relative(res, "nextpnr")
     return state

@@ -163,7 +163,11 @@ def markdown(rep: dict) -> str:
                 f"{k} {v['model_mvus']:,} vs {v['yosys_design']:,}" + (f" ({v['error_pct']:+}%)" if v['error_pct']
                                                                        is not None else "") for k, v in ce.items()) + "."]
     p = h.get("nextpnr")
-    if p and not p.get("placed", True):
+    if p and p.get("timed_out"):
+        lines += ["", "## nextpnr-ecp5 place and route", "",
+                  f"**Not measured**: {p['message']}; no Fmax. `--pnr-timeout S` allows longer (0: no limit), "
+                  "`--no-pnr` skips this step."]
+    elif p and not p.get("placed", True):
         lines += ["", f"## nextpnr-ecp5 place and route ({p['device']} {p['package']})", "",
                   f"**Does not place**: {_over(p)}; no Fmax measured. A smaller folding (`--target-fps`, `--folding`) "
                   "places; `--no-pnr` skips this step."]
@@ -200,7 +204,9 @@ def summary(rep: dict) -> str:
         if f:
             s += "  -> fits" if f["fits"] else "  -> does NOT fit"
     p = h.get("nextpnr")
-    if p and not p.get("placed", True):
+    if p and p.get("timed_out"):
+        s += f"\n  nextpnr-ecp5: not measured, {p['message']}; no Fmax (--pnr-timeout S allows longer)"
+    elif p and not p.get("placed", True):
         s += f"\n  nextpnr-ecp5 ({p['device']}): does NOT place, {_over(p)}; no Fmax (smaller folding, or --no-pnr)"
     elif p:
         s += f"\n  nextpnr-ecp5 ({p['device']}): Fmax {p['fmax_mhz']:.1f} MHz, LUT4 {p['LUT4']:,}"
