@@ -28,7 +28,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .hw import dwc, spec, stream
-from .hw.fifo import StreamFIFO
+from .hw.fifo import MIN_DEPTH, StreamFIFO
 from .hw.mvu import MVU
 from .hw.pool import MaxPool
 from .hw.skid import SkidBuffer
@@ -83,7 +83,7 @@ class Plan:
     out_signed: bool
 
 
-def plan(layers: list, input_lanes: int, fifo_depth: int = 2, depths: dict[int, int] | None = None) -> Plan:
+def plan(layers: list, input_lanes: int, fifo_depth: int = MIN_DEPTH, depths: dict[int, int] | None = None) -> Plan:
     """Chain ``layers``; raises ValueError naming the first layer whose input does not match what it gets.
     ``depths``: layer index -> the depth of the FIFO behind that layer (else ``fifo_depth``)."""
     depths = depths or {}
@@ -127,7 +127,7 @@ class Design(wiring.Component):
     """Streaming dataflow top for ``layers`` (see :func:`plan`); ``stages`` lists its blocks in stream order
     (name, component); ``in_*``/``out_*`` describe its two streams."""
 
-    def __init__(self, layers: list, input_lanes: int, fifo_depth: int = 2, depths: dict[int, int] | None = None):
+    def __init__(self, layers: list, input_lanes: int, fifo_depth: int = MIN_DEPTH, depths: dict[int, int] | None = None):
         p = plan(layers, input_lanes, fifo_depth, depths)
         self.layers = list(layers)
         self.in_shape, self.in_lanes, self.in_bits, self.in_signed = p.in_shape, p.in_lanes, p.in_bits, p.in_signed

