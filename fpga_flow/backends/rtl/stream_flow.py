@@ -23,7 +23,7 @@ import numpy as np
 
 from ... import compare, front, golden, int_ref
 from ...config import BuildConfig
-from ...errors import FlowError
+from ...errors import FlowError, ToolError
 from ...passes import host_ops
 from ...resources import cache_dir
 from . import folding, lower, measure, stream_report
@@ -51,6 +51,7 @@ class StreamState:
     codes: np.ndarray | None = None
     cycles: dict | None = None
     synth: dict | None = None
+    synth_missing: dict | None = None  # why yosys gave no counts (it failed or ran past its limit)
     pnr: dict | None = None
 
 
@@ -225,10 +226,15 @@ def trace(state, image: int) -> dict:
 
 def step_rtl_synth(state):
     r = state.backend
+    r.synth = r.synth_missing = None
     if not r.options.get("synth", True):
-        r.synth = None
         return state
-    res = measure.synth_xilinx(r.verilog, TOP, state.cfg.part, state.path("yosys"), r.options.get("synth_timeout_s"))
+    try:
+        res = measure.synth_xilinx(r.verilog, TOP, state.cfg.part, state.path("yosys"),
+                                   r.options.get("synth_timeout_s"))
+    except ToolError as e:  # a count not made, not a failed build: the simulation verified it
+        r.synth_missing = {"how": measure.HOW_XILINX, "message": _first_line(e), "log": "yosys/yosys.log"}
+        return state
     r.synth = _relative(res, "yosys")
     return state
 
@@ -243,13 +249,19 @@ def step_rtl_pnr(state):
     try:
         res = measure.pnr_ecp5(r.verilog, TOP, clock_mhz=folding.clock_mhz(state.cfg.clock_ns),
                                workdir=state.path("nextpnr"), timeout_s=limit)
-    except measure.ToolTimeout as e:  # a measurement not made, not a failed build: the simulation verified it
-        res = {"how": measure.HOW_ECP5, "placed": None, "timed_out": True, "timeout_s": limit,
-               "message": str(e).split(" (logs:")[0], "log": str(state.path("nextpnr") / "nextpnr.log"),
-               "workdir": str(state.path("nextpnr"))}
+    except ToolError as e:  # a measurement not made, not a failed build: the simulation verified it
+        res = {"how": measure.HOW_ECP5, "placed": None, "not_measured": True,
+               "timed_out": isinstance(e, measure.ToolTimeout), "timeout_s": limit, "message": _first_line(e),
+               "log": str(state.path("nextpnr") / "nextpnr.log"), "workdir": str(state.path("nextpnr"))}
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     r.pnr = _relative(res, "nextpnr")
     return state
+
+
+def _first_line(e: Exception) -> str:
+    """The tool's message without the staging folder's log path (stale once the build lands; the report names
+    the log inside the build)."""
+    return str(e).split(" (logs:")[0].split("\n  log")[0].split(" (log:")[0]
 
 
 def _relative(res: dict, sub: str) -> dict:

@@ -89,7 +89,7 @@ def hw_rtl(state) -> dict:
         "latency_us_at_clock": round(cyc["latency_cycles"] / clk, 3),
         "verilator_build_s": cyc.get("verilator_build_s"), "verilator_cached": cyc.get("cached"),
         "verilog_digest": cyc.get("digest"), "sim_s": cyc.get("sim_s"),
-        "yosys": r.synth, "fit": fit(r.synth, part),
+        "yosys": r.synth, "yosys_not_measured": getattr(r, "synth_missing", None), "fit": fit(r.synth, part),
         "nextpnr": r.pnr,
         "cost_model_vs_yosys": cost_error(r, r.synth),
     }
@@ -116,6 +116,10 @@ def step_rtl_report(state):
 
 def fit_line(h: dict) -> str:
     f = h.get("fit")
+    if not f and h.get("yosys_not_measured"):
+        m = h["yosys_not_measured"]
+        return (f"**Fit: not measured**: {m['message']} (log: `{m['log']}`). The design was verified in simulation; "
+                "`--synth-timeout S` allows yosys longer, a smaller folding (`--target-fps`) synthesizes faster.")
     if not f:
         return "Fit: not measured (yosys skipped, or no resource table for the part)."
     over = [f"{k} {v['used']:,}/{v['available']:,} ({v['pct']}%)" for k, v in f["resources"].items()
@@ -163,10 +167,11 @@ def markdown(rep: dict) -> str:
                 f"{k} {v['model_mvus']:,} vs {v['yosys_design']:,}" + (f" ({v['error_pct']:+}%)" if v['error_pct']
                                                                        is not None else "") for k, v in ce.items()) + "."]
     p = h.get("nextpnr")
-    if p and p.get("timed_out"):
+    if p and (p.get("not_measured") or p.get("timed_out")):
         lines += ["", "## nextpnr-ecp5 place and route", "",
-                  f"**Not measured**: {p['message']}; no Fmax. `--pnr-timeout S` allows longer (0: no limit), "
-                  "`--no-pnr` skips this step."]
+                  f"**Not measured**: {p['message']}; no Fmax (log: `{p['log']}`). "
+                  + ("`--pnr-timeout S` allows longer (0: no limit), " if p.get("timed_out") else "")
+                  + "`--no-pnr` skips this step."]
     elif p and not p.get("placed", True):
         lines += ["", f"## nextpnr-ecp5 place and route ({p['device']} {p['package']})", "",
                   f"**Does not place**: {_over(p)}; no Fmax measured. A smaller folding (`--target-fps`, `--folding`) "
@@ -203,9 +208,12 @@ def summary(rep: dict) -> str:
         f = h.get("fit")
         if f:
             s += "  -> fits" if f["fits"] else "  -> does NOT fit"
+    elif h.get("yosys_not_measured"):
+        s += f"\n  yosys synth_xilinx: not measured, {h['yosys_not_measured']['message']}; fit unknown"
     p = h.get("nextpnr")
-    if p and p.get("timed_out"):
-        s += f"\n  nextpnr-ecp5: not measured, {p['message']}; no Fmax (--pnr-timeout S allows longer)"
+    if p and (p.get("not_measured") or p.get("timed_out")):
+        s += (f"\n  nextpnr-ecp5: not measured, {p['message']}; no Fmax"
+              + (" (--pnr-timeout S allows longer)" if p.get("timed_out") else f" (log: {p['log']})"))
     elif p and not p.get("placed", True):
         s += f"\n  nextpnr-ecp5 ({p['device']}): does NOT place, {_over(p)}; no Fmax (smaller folding, or --no-pnr)"
     elif p:
