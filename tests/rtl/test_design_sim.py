@@ -97,3 +97,25 @@ def test_multitap_conv_in_verilator_equals_reference(model, pe, simd):
     print(f"multi-tap conv pe={pe} simd={simd}:", cycles)
     assert np.array_equal(got, want)
     assert cycles["cycles_per_image"] == cost.cycles_per_image(folded) < 64 * (4 // pe) * 9
+
+
+def test_a_1x1_conv_of_several_neuron_folds_keeps_the_pipeline_at_its_slowest_layer():
+    """dwsep folded for 10,000 images/s simulated 11,160 cycles/image against the model's 9,216: a 1x1 conv
+    folded into NF > 1 neuron folds takes its vector during the first fold only, and a depth-3 FIFO made the
+    depthwise layer in front of it stall through the others. Here a depthwise PE 2 -> 1x1 conv PE 8 SIMD 1
+    (NF 4) pair: 1,312 cycles/image with depth-3 FIFOs; with ``fifo_depths``' vector-deep FIFO, the model's
+    1,152 (the depthwise layer's 8 x 9 cycles a pixel), and ``==`` the reference."""
+    from tests.rtl.test_hw_mvu import make_layer
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 16, size=(6, 6, 6, 16))
+    dw = make_layer(rng, "depthwise", c=16, oc=16, k=3, hw=6, pe=2, simd=2, in_bits=4, in_signed=False,
+                    requant=True, out_bits=4, out_signed=False, x=x[0])
+    pw = make_layer(rng, "conv", c=16, oc=32, k=1, hw=4, pe=8, simd=1, in_bits=4, in_signed=False, requant=False,
+                    out_bits=0, out_signed=True, x=spec.forward(dw, x)[0])
+    layers = [dw, pw]
+    assert fifo_depths(layers) == {0: 3 + 16 // 2}
+    got, cycles = verilator.simulate_design(Design(layers, input_lanes=16, depths=fifo_depths(layers)), x,
+                                            cache_dir("verilator"), timeout_s=60)
+    assert np.array_equal(got, spec.reference(layers, x).reshape(len(x), -1))
+    assert cycles["cycles_per_image"] == cost.cycles_per_image(layers) == 16 * 9 * 8

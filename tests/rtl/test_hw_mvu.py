@@ -17,7 +17,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.mvu import LATENCY, MVU, acc_bits, check_layer, folding
+from fpga_flow.backends.rtl.hw.mvu import MVU, acc_bits, check_layer, folding, latency, tree_stages
 
 pytestmark = pytest.mark.rtl
 
@@ -141,6 +141,7 @@ CASES = [  # kind, c, oc, k, hw, pad, stride, pe, simd, in_bits, in_signed, requ
     ("dense", 12, 6, 1, 1, 0, 1, 2, 4, 4, False, True, 2, False),
     ("dense", 8, 4, 1, 1, 0, 1, 4, 8, 2, True, False, 0, True),  # PE=OC, SIMD=all
     ("dense", 10, 3, 1, 1, 0, 1, 1, 5, 1, False, True, 1, False),  # 1-bit input and output
+    ("dense", 80, 4, 1, 1, 0, 1, 2, 80, 4, False, True, 3, False),  # SIMD 80: adder tree in three stages
     ("depthwise", 4, 4, 3, 3, 1, 1, 2, 2, 4, False, True, 2, False),
     ("depthwise", 4, 4, 3, 4, 0, 1, 4, 4, 3, True, False, 0, True),
     ("depthwise", 3, 3, 2, 3, 0, 1, 1, 1, 4, True, True, 3, True),
@@ -165,7 +166,11 @@ def test_mvu_equals_spec(case, stalls):
         lasts = t_out[nf - 1::nf]
         assert np.diff(firsts).tolist() == [nf * sf] * (n_vec - 1)
         assert np.diff(lasts).tolist() == [nf * sf] * (n_vec - 1)
-        assert t_out[0] - t_in[sf - 1] == LATENCY  # the first fold's last input beat -> its output beat
+        assert t_out[0] - t_in[sf - 1] == latency(layer)  # the first fold's last input beat -> its output beat
+
+
+def test_tree_stages_keep_each_stage_to_three_adder_levels():
+    assert [tree_stages(n) for n in (1, 2, 8, 9, 18, 48, 64, 65, 400, 512, 513)] == [1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4]
 
 
 def test_folding_is_checked():

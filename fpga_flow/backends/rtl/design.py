@@ -60,6 +60,11 @@ def mac_in_lanes(layer: spec.Mac) -> int:
     return window_in_lanes(layer.in_shape[2], layer.simd) if layer.kind == "conv" else layer.simd
 
 
+def has_window(layer: spec.Mac) -> bool:
+    """Whether a Mac gets a sliding-window generator: conv and depthwise, unless the window is the pixel itself."""
+    return layer.kind != "dense" and (layer.k, layer.stride, layer.pad) != (1, 1, 0)
+
+
 def window_rows(layer: spec.Mac) -> int:
     """Line-buffer rows of a layer's window: ``2K + stride``, so the next image's first K rows can come in
     while the window still reads this image's last ones (with ``K + stride`` a conv fed by a conv waited at
@@ -108,7 +113,7 @@ def plan(layers: list, input_lanes: int, fifo_depth: int = MIN_DEPTH, depths: di
             if lanes != want:
                 dwc.check(math.prod(shape) if is_dense else shape[2], lanes, want)
                 blocks.append((f"l{n}_dwc", partial(dwc.WidthConverter, lanes, want, bits)))
-            if not is_dense and (layer.k, layer.stride, layer.pad) != (1, 1, 0):
+            if has_window(layer):
                 blocks.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
                                                     layer.simd, bits, depthwise=layer.kind == "depthwise",
                                                     rows=window_rows(layer))))

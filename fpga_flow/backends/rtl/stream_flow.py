@@ -27,8 +27,8 @@ from ...errors import FlowError, ToolError
 from ...passes import host_ops
 from ...resources import cache_dir
 from . import folding, lower, measure, stream_report
-from .design import TOP, Design, mac_in_lanes, to_verilog
-from .hw import spec
+from .design import TOP, Design, has_window, mac_in_lanes, to_verilog
+from .hw import mvu, spec
 from .hw.fifo import MIN_DEPTH
 from .verilator import simulate_design
 
@@ -118,17 +118,26 @@ MAX_VECTOR_FIFO = 512  # beats
 
 
 def fifo_depths(layers: list) -> dict[int, int]:
-    """A FIFO holding a whole image's output in front of each dense layer (up to :data:`MAX_VECTOR_FIFO`
-    beats): a dense MVU takes its vector during its first neuron fold only, so with a shallow FIFO the layer
-    before it stalls through the dense layer's other folds, and the two layers' times add up instead of
-    overlapping (seen in Verilator: mlp_tiny 1075 cycles/image with depth-2 FIFOs, against 784 for its
-    slowest layer)."""
+    """Deeper FIFOs where a layer takes its input in bursts (the rest get :data:`MIN_DEPTH`):
+
+    * in front of each dense layer, one whole image's output (up to :data:`MAX_VECTOR_FIFO` beats): a dense MVU
+      takes its vector during its first neuron fold only, so with a shallow FIFO the layer before it stalls
+      through the dense layer's other folds, and the two layers' times add up instead of overlapping (seen in
+      Verilator: mlp_tiny 1075 cycles/image with depth-2 FIFOs, against 784 for its slowest layer);
+    * in front of a conv without a window (1x1, stride 1) folded into several neuron folds, one input vector
+      ahead (its channels, in the stream's lanes) plus :data:`MIN_DEPTH`, for the same reason (a depthwise
+      PE 2 -> 1x1 conv PE 8 SIMD 1 pair simulated 1,312 cycles/image against its slowest layer's 1,152). A
+      conv with a window needs none: its line buffer takes the rows ahead."""
     out = {}
     for n in range(len(layers) - 1):
         nxt = layers[n + 1]
-        if isinstance(nxt, spec.Mac) and nxt.kind == "dense":
-            lanes = layers[n].pe if isinstance(layers[n], spec.Mac) else _lanes_into(layers, n)
+        if not isinstance(nxt, spec.Mac):
+            continue
+        lanes = layers[n].pe if isinstance(layers[n], spec.Mac) else _lanes_into(layers, n)
+        if nxt.kind == "dense":
             out[n] = max(MIN_DEPTH, min(MAX_VECTOR_FIFO, int(np.prod(layers[n].out_shape)) // lanes))
+        elif nxt.kind == "conv" and not has_window(nxt) and mvu.folding(nxt)[0] > 1:
+            out[n] = MIN_DEPTH + -(-nxt.in_shape[2] // lanes)
     return out
 
 

@@ -47,7 +47,23 @@ def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
     return "block" if depth >= BLOCK_MIN_DEPTH else "logic"
 
 
-LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes
+LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes (SIMD <= 8)
+TREE_LEVELS = 3  # adder levels per pipeline stage of the SIMD adder tree
+TREE_GROUP = 1 << TREE_LEVELS  # products summed in one stage
+
+
+def tree_stages(simd: int) -> int:
+    """Registered stages of the SIMD adder tree: one, plus one per TREE_GROUP-fold reduction a wider SIMD needs
+    first (SIMD 48 on one cycle was six adder levels: the ECP5's critical path on wide foldings)."""
+    n, stages = simd, 1
+    while n > TREE_GROUP:
+        n, stages = -(-n // TREE_GROUP), stages + 1
+    return stages
+
+
+def latency(layer: spec.Mac) -> int:
+    """Cycles from an input beat's handshake to o.valid of the output beat it completes."""
+    return LATENCY + tree_stages(1 if layer.kind == "depthwise" else layer.simd) - 1
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -249,6 +265,13 @@ class MVU(wiring.Component):
                 m.d.sync += r.eq(sig)
             return r
 
+        def delay2(expr, name):
+            """An expression's value one pipeline stage later, at its full (exact) width."""
+            r = Signal(expr.shape(), name=name)
+            with m.If(adv):
+                m.d.sync += r.eq(expr)
+            return r
+
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
         a_x, a_w = delay(x, "a_x"), delay(wrp.data, "a_w")
         tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
@@ -265,7 +288,13 @@ class MVU(wiring.Component):
             terms.append([delay(v, f"b_prod{p}_{s}") for s, v in enumerate(prods)])
         b_tags = {k: delay(v, f"b_{k}") for k, v in a_tags.items()}
 
-        # ---- Sb -> S2: one exact adder tree per PE ----
+        # ---- Sb -> S2: one exact adder tree per PE, registered every TREE_LEVELS adder levels ----
+        stage = 0
+        while len(terms[0]) > TREE_GROUP:  # a wide SIMD: partial sums of TREE_GROUP products each, registered
+            stage += 1
+            terms = [[delay2(_tree(t[i:i + TREE_GROUP]), f"t{stage}_sum{p}_{i // TREE_GROUP}")
+                      for i in range(0, len(t), TREE_GROUP)] for p, t in enumerate(terms)]
+            b_tags = {k: delay(v, f"t{stage}_{k}") for k, v in b_tags.items()}
         plo, phi = _product_bounds(L)
         if self.dw:
             dot_range = (int(min(plo.min(), 0)), int(max(phi.max(), 0)))
@@ -317,5 +346,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "LATENCY", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]
