@@ -152,7 +152,6 @@ class SlidingWindow(wiring.Component):
         top = Signal(range(-p, max(last_top, 0) + 1), init=-p)
         left = Signal(range(-p, max(last_left, 0) + 1), init=-p)
         ky, kx, cf = Signal(range(k)), Signal(range(k)), Signal(range(cf_n))
-        h0 = Mux(top < 0, 0, top)  # oldest row this output row reads
         # per output row, as constants: rows that must be complete before it starts, rows freed after it;
         # looked up for the next row ahead of time, so no arithmetic sits between `filled` and `issue`
         need_tab, free_tab = self._row_tables()
@@ -161,20 +160,27 @@ class SlidingWindow(wiring.Component):
         free = Signal(range(R + 1), init=free_tab[0])
 
         col_bits = max(W - 1, 1).bit_length()
-        in_pads, slots, cols = [], [], []
+        top_neg = Mux(top < 0, top, 0)  # r - h0 = ky + dy + min(top, 0): no subtraction of two counters
+        in_pads, rels, cols = [], [], []
         for j in range(T):  # tap j of a beat: (ky + j // tx, kx + j % tx) of the window
             r, x = top + ky + j // tx, left + kx + j % tx
             in_pad = (r < 0) | (r >= H) | (x < 0) | (x >= W)
-            slot_raw = head + (r - h0)
             in_pads.append(in_pad)
-            slots.append(Mux(slot_raw >= R, slot_raw - R, slot_raw))
+            rels.append(Mux(in_pad, 0, ky + j // tx + top_neg))  # rows below the oldest read one (pad: any)
             cols.append(Mux(in_pad, 0, x)[:col_bits])
 
-        # pipeline, all stages moving on `advance`: S0 counters -> Sp slot/column register -> S1 address
-        # register -> memory read -> output register (the memory's own); a row's slots are handed back to the
-        # writer when its last read leaves S1, not when it is issued. Sp splits the address arithmetic (ring
-        # slot, then slot and column bases) over two cycles: in one, nextpnr's ECP5 critical path of convnet at
-        # 12,099 images/s (after the skid buffers) ran from `head` through it into the address register (10.46 ns)
+        # pipeline, all stages moving on `advance`: S0 counters -> Sq row/column register -> Sp slot register ->
+        # S1 address register -> memory read (the memory's own register) -> output register; a row's slots are handed
+        # back to the writer when its last read leaves S1, not when it is issued. Sq and Sp split the address
+        # arithmetic (row within the ring, ring slot, slot and column bases) over three cycles: in one, nextpnr's
+        # ECP5 critical path of convnet at 12,099 images/s ran from `head` through it into the address register
+        # (10.46 ns); in two, convnet_bn's at 10,000 images/s ran from `top` through five carry chains into the
+        # slot register (11.78 ns, 84.9 MHz)
+        q_pad = [Signal(name=f"q_pad{j}") for j in range(T)]
+        q_rel = [Signal(range(R), name=f"q_rel{j}") for j in range(T)]
+        q_col = [Signal(col_bits, name=f"q_col{j}") for j in range(T)]
+        q_head, q_cf, q_valid, q_row_end, q_free = Signal.like(head), Signal.like(cf), Signal(), Signal(), \
+            Signal.like(free)
         out_valid = Signal()
         out_pad = [Signal(name=f"out_pad{j}") for j in range(T)]
         p_pad = [Signal(name=f"p_pad{j}") for j in range(T)]
@@ -184,20 +190,27 @@ class SlidingWindow(wiring.Component):
         s1_pad = [Signal(name=f"s1_pad{j}") for j in range(T)]
         s1_addr = [Signal.like(rds[0].addr, name=f"s1_addr{j}") for j in range(T)]
         s1_valid, s1_row_end, s1_free = Signal(), Signal(), Signal.like(free)
-        advance = ~out_valid | self.o.ready  # the output register is free next cycle
+        o_valid, o_data = Signal(), Signal(T * lanes * self.bits)  # a register behind the memory's own: a block
+        # RAM's clock-to-out (5.83 ns on the ECP5) through the skid buffer into the MVU was dwsep's critical path
+        advance = ~o_valid | self.o.ready  # the output register is free next cycle
         issue = advance & (need <= avail)
         row_end = Signal()
-        m.d.comb += [self.o.valid.eq(out_valid),
-                     self.o.payload.eq(Cat(*[Mux(out_pad[j], 0, rds[j].data) for j in range(T)]))]
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(out_valid), o_data.eq(Cat(*[Mux(out_pad[j], 0, rds[j].data) for j in range(T)]))]
         m.d.comb += [p.en.eq(advance) for p in rds] + [p.addr.eq(a) for p, a in zip(rds, s1_addr)]
         # constant products from small tables, not multipliers (yosys put a DSP multiply on this path)
         slot_base = Array(Const(n * row_beats) for n in range(R))
         col_base = Array(Const(n * cf_n) for n in range(W))
         addrs = [Mux(p_pad[j], 0, slot_base[p_slot[j]] + col_base[p_col[j]] + p_cf) for j in range(T)]
+        slots = [Mux(q_head + q_rel[j] >= R, q_head + q_rel[j] - R, q_head + q_rel[j]) for j in range(T)]
         with m.If(advance):
-            m.d.sync += [p_valid.eq(issue), p_row_end.eq(row_end), p_free.eq(free), p_cf.eq(cf)]
-            m.d.sync += [p_pad[j].eq(in_pads[j]) for j in range(T)] + [p_slot[j].eq(slots[j]) for j in range(T)]
-            m.d.sync += [p_col[j].eq(cols[j]) for j in range(T)]
+            m.d.sync += [q_valid.eq(issue), q_row_end.eq(row_end), q_free.eq(free), q_cf.eq(cf), q_head.eq(head)]
+            m.d.sync += [q_pad[j].eq(in_pads[j]) for j in range(T)] + [q_rel[j].eq(rels[j]) for j in range(T)]
+            m.d.sync += [q_col[j].eq(cols[j]) for j in range(T)]
+            m.d.sync += [p_valid.eq(q_valid), p_row_end.eq(q_row_end), p_free.eq(q_free), p_cf.eq(q_cf)]
+            m.d.sync += [p_pad[j].eq(q_pad[j]) for j in range(T)] + [p_slot[j].eq(slots[j]) for j in range(T)]
+            m.d.sync += [p_col[j].eq(q_col[j]) for j in range(T)]
             m.d.sync += [s1_valid.eq(p_valid), s1_row_end.eq(p_row_end), s1_free.eq(p_free), out_valid.eq(s1_valid)]
             m.d.sync += [s1_pad[j].eq(p_pad[j]) for j in range(T)] + [s1_addr[j].eq(addrs[j]) for j in range(T)]
             m.d.sync += [out_pad[j].eq(s1_pad[j]) for j in range(T)]
