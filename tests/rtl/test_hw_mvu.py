@@ -142,6 +142,7 @@ CASES = [  # kind, c, oc, k, hw, pad, stride, pe, simd, in_bits, in_signed, requ
     ("dense", 8, 4, 1, 1, 0, 1, 4, 8, 2, True, False, 0, True),  # PE=OC, SIMD=all
     ("dense", 10, 3, 1, 1, 0, 1, 1, 5, 1, False, True, 1, False),  # 1-bit input and output
     ("dense", 80, 4, 1, 1, 0, 1, 2, 80, 4, False, True, 3, False),  # SIMD 80: adder tree in three stages
+    ("dense", 64, 4, 1, 1, 0, 1, 1, 4, 4, False, True, 2, False),  # NF*SF = 64: weights in block RAM
     ("depthwise", 4, 4, 3, 3, 1, 1, 2, 2, 4, False, True, 2, False),
     ("depthwise", 4, 4, 3, 4, 0, 1, 4, 4, 3, True, False, 0, True),
     ("depthwise", 3, 3, 2, 3, 0, 1, 1, 1, 4, True, True, 3, True),

@@ -47,7 +47,8 @@ def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
     return "block" if depth >= BLOCK_MIN_DEPTH else "logic"
 
 
-LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes (SIMD <= 8)
+LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes (SIMD <= 8,
+# weights not in block RAM; :func:`latency`)
 TREE_LEVELS = 3  # adder levels per pipeline stage of the SIMD adder tree
 TREE_GROUP = 1 << TREE_LEVELS  # products summed in one stage
 
@@ -61,9 +62,12 @@ def tree_stages(simd: int) -> int:
     return stages
 
 
-def latency(layer: spec.Mac) -> int:
-    """Cycles from an input beat's handshake to o.valid of the output beat it completes."""
-    return LATENCY + tree_stages(1 if layer.kind == "depthwise" else layer.simd) - 1
+def latency(layer: spec.Mac, ram_style: str = "auto") -> int:
+    """Cycles from an input beat's handshake to o.valid of the output beat it completes: one more for a weight
+    ROM in block RAM (its output registered once more), and per extra adder-tree stage."""
+    nf, sf = folding(layer)
+    block = weight_ram_style(nf * sf, ram_style) == "block"
+    return LATENCY + block + tree_stages(1 if layer.kind == "depthwise" else layer.simd) - 1
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -273,8 +277,13 @@ class MVU(wiring.Component):
             return r
 
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
-        a_x, a_w = delay(x, "a_x"), delay(wrp.data, "a_w")
+        w = wrp.data
         tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
+        if style == "block":  # one more register: a weight ROM over several block RAMs ends in a mux of their
+            # outputs after the 5.6 ns clock-to-out (mlp_bn's ECP5 critical path at 10,000 images/s, 94.7 MHz)
+            x, w = delay(x, "r_x"), delay(w, "r_w")
+            tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
+        a_x, a_w = delay(x, "a_x"), delay(w, "a_w")
         a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
 
         # ---- Sa -> Sb: PE x SIMD registered products ----
