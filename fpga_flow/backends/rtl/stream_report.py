@@ -89,7 +89,7 @@ def hw_rtl(state) -> dict:
         "latency_us_at_clock": round(cyc["latency_cycles"] / clk, 3),
         "verilator_build_s": cyc.get("verilator_build_s"), "verilator_cached": cyc.get("cached"),
         "verilog_digest": cyc.get("digest"), "sim_s": cyc.get("sim_s"),
-        "yosys": r.synth, "yosys_not_measured": getattr(r, "synth_missing", None), "fit": fit(r.synth, part),
+        "yosys": r.synth, "yosys_not_measured": r.synth_missing, "fit": fit(r.synth, part),
         "nextpnr": r.pnr,
         "cost_model_vs_yosys": cost_error(r, r.synth),
     }
@@ -167,7 +167,7 @@ def markdown(rep: dict) -> str:
                 f"{k} {v['model_mvus']:,} vs {v['yosys_design']:,}" + (f" ({v['error_pct']:+}%)" if v['error_pct']
                                                                        is not None else "") for k, v in ce.items()) + "."]
     p = h.get("nextpnr")
-    if p and (p.get("not_measured") or p.get("timed_out")):
+    if p and p.get("not_measured"):
         lines += ["", "## nextpnr-ecp5 place and route", "",
                   f"**Not measured**: {p['message']}; no Fmax (log: `{p['log']}`). "
                   + ("`--pnr-timeout S` allows longer (0: no limit), " if p.get("timed_out") else "")
@@ -211,7 +211,7 @@ def summary(rep: dict) -> str:
     elif h.get("yosys_not_measured"):
         s += f"\n  yosys synth_xilinx: not measured, {h['yosys_not_measured']['message']}; fit unknown"
     p = h.get("nextpnr")
-    if p and (p.get("not_measured") or p.get("timed_out")):
+    if p and p.get("not_measured"):
         s += (f"\n  nextpnr-ecp5: not measured, {p['message']}; no Fmax"
               + (" (--pnr-timeout S allows longer)" if p.get("timed_out") else f" (log: {p['log']})"))
     elif p and not p.get("placed", True):

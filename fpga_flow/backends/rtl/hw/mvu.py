@@ -29,7 +29,7 @@ SIMD=8; 110.7 MHz after). Latency from an input beat to the output beat it compl
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -262,18 +262,11 @@ class MVU(wiring.Component):
                          brp.addr.eq(sf), brp.en.eq(adv)]
             x = Mux(s1_stream, s1_x, brp.data)
 
-        def delay(sig, name):
-            """``sig`` one pipeline stage later (moves on adv)."""
-            r = Signal.like(sig, name=name)
+        def delay(value, name):
+            """``value`` (a signal or an expression, at its full width) one pipeline stage later (moves on adv)."""
+            r = Signal(Value.cast(value).shape(), name=name)
             with m.If(adv):
-                m.d.sync += r.eq(sig)
-            return r
-
-        def delay2(expr, name):
-            """An expression's value one pipeline stage later, at its full (exact) width."""
-            r = Signal(expr.shape(), name=name)
-            with m.If(adv):
-                m.d.sync += r.eq(expr)
+                m.d.sync += r.eq(value)
             return r
 
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
@@ -301,7 +294,7 @@ class MVU(wiring.Component):
         stage = 0
         while len(terms[0]) > TREE_GROUP:  # a wide SIMD: partial sums of TREE_GROUP products each, registered
             stage += 1
-            terms = [[delay2(_tree(t[i:i + TREE_GROUP]), f"t{stage}_sum{p}_{i // TREE_GROUP}")
+            terms = [[delay(_tree(t[i:i + TREE_GROUP]), f"t{stage}_sum{p}_{i // TREE_GROUP}")
                       for i in range(0, len(t), TREE_GROUP)] for p, t in enumerate(terms)]
             b_tags = {k: delay(v, f"t{stage}_{k}") for k, v in b_tags.items()}
         plo, phi = _product_bounds(L)
@@ -327,7 +320,7 @@ class MVU(wiring.Component):
         if nf_n > 1:  # read a stage early (the beat's own fold) and register the word: a block RAM's clock-to-out
             # (5.83 ns on the ECP5) into the threshold compares was mlp_bn's critical path (94.4 MHz)
             m.d.comb += [prp.addr.eq(b_tags["nf"]), prp.en.eq(adv)]
-            pword = delay2(prp.data, "s3_word")
+            pword = delay(prp.data, "s3_word")
         else:  # one word: a constant ROM, no block RAM
             m.d.comb += [prp.addr.eq(s2["nf"]), prp.en.eq(adv)]
             pword = prp.data
