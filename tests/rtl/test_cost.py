@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fpga_flow.backends.rtl import cost
-from fpga_flow.backends.rtl.hw import spec
+from fpga_flow.backends.rtl.hw import mvu, spec
 
 pytestmark = pytest.mark.rtl
 
@@ -47,3 +47,11 @@ def test_bram18_aspect_ratios():
     assert cost.bram18(144, 128) == 4  # 512x36: four wide
     assert cost.bram18(576, 32) == 2  # 1Kx18
     assert cost.bram18(4608, 4) == 2  # 8Kx2
+    assert cost.bram18(1100, 36) == 3  # three 512-word banks, one fewer than 2Kx9 four wide
+
+
+def test_a_deep_weight_rom_is_banked_one_block_ram_deep():
+    assert mvu.weight_banks(1024, 18) == (1024, 18)  # one 1Kx18
+    assert mvu.weight_banks(100, 72) == (100, 36)  # one bank of two 512x36
+    assert mvu.weight_banks(7168, 28) == (7168, 2)  # fourteen 8Kx2 side by side: no bank select (mlp_bn at 10k)
+    assert mvu.weight_banks(1100, 36) == (512, 36)  # three banks

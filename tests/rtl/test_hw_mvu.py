@@ -9,6 +9,7 @@ vectors must follow each other every NF*SF cycles: that is what the folding prom
 from __future__ import annotations
 
 import random
+import re
 import zlib
 
 import numpy as np
@@ -16,8 +17,9 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
+from fpga_flow.backends.rtl import measure
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.mvu import MVU, acc_bits, check_layer, folding, latency, tree_stages
+from fpga_flow.backends.rtl.hw.mvu import MVU, acc_bits, check_layer, folding, latency, tree_stages, weight_banks
 
 pytestmark = pytest.mark.rtl
 
@@ -143,6 +145,8 @@ CASES = [  # kind, c, oc, k, hw, pad, stride, pe, simd, in_bits, in_signed, requ
     ("dense", 10, 3, 1, 1, 0, 1, 1, 5, 1, False, True, 1, False),  # 1-bit input and output
     ("dense", 80, 4, 1, 1, 0, 1, 2, 80, 4, False, True, 3, False),  # SIMD 80: adder tree in three stages
     ("dense", 64, 4, 1, 1, 0, 1, 1, 4, 4, False, True, 2, False),  # NF*SF = 64: weights in block RAM
+    ("dense", 480, 30, 1, 1, 0, 1, 1, 12, 4, False, True, 2, False),  # 1,200 x 36-bit weights: 3 banks of 512
+    ("dense", 48, 32, 1, 1, 0, 1, 1, 24, 4, False, True, 2, False),  # 64 x 72-bit weights: two block RAMs wide
     ("depthwise", 4, 4, 3, 3, 1, 1, 2, 2, 4, False, True, 2, False),
     ("depthwise", 4, 4, 3, 4, 0, 1, 4, 4, 3, True, False, 0, True),
     ("depthwise", 3, 3, 2, 3, 0, 1, 1, 1, 4, True, True, 3, True),
@@ -168,6 +172,18 @@ def test_mvu_equals_spec(case, stalls):
         assert np.diff(firsts).tolist() == [nf * sf] * (n_vec - 1)
         assert np.diff(lasts).tolist() == [nf * sf] * (n_vec - 1)
         assert t_out[0] - t_in[sf - 1] == latency(layer)  # the first fold's last input beat -> its output beat
+
+
+@pytest.mark.parametrize("c, oc, simd, roms", [(480, 30, 12, 3), (48, 32, 24, 2), (64, 4, 4, 1)])
+def test_a_block_ram_weight_rom_is_built_of_whole_block_rams(c, oc, simd, roms):
+    rng = np.random.default_rng(0)
+    layer = make_layer(rng, "dense", c=c, oc=oc, k=1, hw=1, pe=1, simd=simd, in_bits=4, in_signed=False,
+                       requant=True, out_bits=2, out_signed=False, x=rand_images(rng, 1, 1, c, 4, False)[0])
+    mvu_ = MVU(layer)
+    words, bits = weight_banks(len(mvu_.weight_words()[1]), simd * 3)
+    assert words <= 512 * 36 // bits  # no memory deeper than one block RAM at its width
+    verilog = measure.verilog_of(mvu_, "mvu")
+    assert len(re.findall(r"reg \[\d+:0\] wrom\w*\s*\[", verilog)) == roms
 
 
 def test_tree_stages_keep_each_stage_to_three_adder_levels():

@@ -13,7 +13,6 @@ pipeline.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +61,9 @@ FF_TERMS = ("regs",)
 
 
 def bram18(depth: int, width: int) -> int:
-    """RAMB18s for a ``depth`` x ``width`` ROM (aspect ratios 512x36 .. 16Kx1, Xilinx 7-series/UltraScale)."""
-    for d, w in ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)):
-        if depth <= d:
-            return math.ceil(width / w)
-    return math.ceil(width / 1) * math.ceil(depth / 16384)
+    """RAMB18s for a ``depth`` x ``width`` weight ROM, banked as :func:`mvu.weight_banks` builds it."""
+    words, bits = mvu.weight_banks(depth, width)
+    return -(-depth // words) * -(-width // bits)
 
 
 def mvu_cost(layer: spec.Mac) -> dict:

@@ -29,7 +29,7 @@ SIMD=8; 110.7 MHz after). Latency from an input beat to the output beat it compl
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -38,6 +38,18 @@ from . import spec, stream
 
 RAM_STYLES = ("auto", "block", "distributed", "logic")
 BLOCK_MIN_DEPTH = 64  # "auto": weight ROMs of this many words (NF*SF) or more go to block RAM
+BRAM_ASPECTS = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))  # depth x width of one
+# Xilinx RAMB18 (7-series/UltraScale) and one Lattice DP16KD alike
+
+
+def weight_banks(depth: int, width: int) -> tuple[int, int]:
+    """(words, bits) of one block RAM holding part of a ``depth`` x ``width`` ROM: the aspect ratio of fewest
+    block RAMs, fewest banks on a tie. The MVU builds the ROM from block RAMs of exactly this shape, so none is
+    deeper than one block RAM: yosys left to split one deep ROM itself chose a mux of several block RAMs'
+    outputs straight after their clock-to-out (mlp_bn's ECP5 critical path at 10,000 images/s, 98.3 MHz); each
+    bank's output is registered before the bank select instead."""
+    d, w = min(BRAM_ASPECTS, key=lambda a: (-(-depth // a[0]) * -(-width // a[1]), -(-depth // a[0])))
+    return min(d, depth), min(w, width)
 
 
 def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
@@ -220,9 +232,22 @@ class MVU(wiring.Component):
         lanes_w = pe if self.dw else pe * simd
         style = weight_ram_style(len(wwords), self.ram_style)
         attrs = {"ram_style": style, "rom_style": style}
-        m.submodules.wrom = wrom = Memory(shape=unsigned(lanes_w * wb), depth=len(wwords), init=wwords,
-                                          attrs=attrs)
-        wrp = wrom.read_port()
+        width = lanes_w * wb
+        depth, slice_w = weight_banks(len(wwords), width) if style == "block" else (len(wwords), width)
+        n_banks = -(-len(wwords) // depth)
+        bank_bits = (depth - 1).bit_length()  # several banks: depth is a power of two
+        bank_data = []  # the read data of each bank; its addr/en in wports
+        wports = []
+        for b in range(n_banks):
+            init = wwords[b * depth:(b + 1) * depth]
+            slices = []
+            for lo in range(0, width, slice_w):  # bits lo.. of every word of this bank: one block RAM
+                part = [(v >> lo) & ((1 << slice_w) - 1) for v in init] if slice_w < width else init
+                mem = Memory(shape=unsigned(min(slice_w, width - lo)), depth=len(init), init=part, attrs=attrs)
+                m.submodules[f"wrom{b}_{lo}" if (n_banks, slice_w) != (1, width) else "wrom"] = mem
+                wports.append(mem.read_port())
+                slices.append(wports[-1].data)
+            bank_data.append(Cat(*slices))
         lay = self.param_layout()
         pwords = self.param_words()
         m.submodules.prom = prom = Memory(shape=unsigned(pe * lay["bits"]), depth=nf_n, init=pwords)
@@ -239,7 +264,8 @@ class MVU(wiring.Component):
         fire = Signal()
         m.d.comb += [self.i.ready.eq(adv & from_stream),
                      fire.eq(adv & (self.i.valid | ~from_stream)),
-                     wrp.addr.eq(waddr), wrp.en.eq(adv)]
+                     *[c for wrp in wports for c in (wrp.addr.eq(waddr if n_banks == 1 else waddr[:bank_bits]),
+                                                   wrp.en.eq(adv))]]
         with m.If(fire):
             m.d.sync += waddr.eq(Mux(waddr == nf_n * sf_n - 1, 0, waddr + 1))
             with m.If(sf == sf_n - 1):
@@ -270,12 +296,19 @@ class MVU(wiring.Component):
             return r
 
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
-        w = wrp.data
         tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
-        if style == "block":  # one more register: a weight ROM over several block RAMs ends in a mux of their
-            # outputs after the 5.6 ns clock-to-out (mlp_bn's ECP5 critical path at 10,000 images/s, 94.7 MHz)
-            x, w = delay(x, "r_x"), delay(w, "r_w")
+        if style == "block":  # one more register behind a block RAM's 5.6 ns clock-to-out (ECP5)
+            x = delay(x, "r_x")
+            if n_banks == 1:
+                w = delay(bank_data[0], "r_w")
+            else:
+                bank = Signal(range(n_banks))
+                with m.If(adv):
+                    m.d.sync += bank.eq(waddr[bank_bits:])  # S1: the bank the read in flight comes from
+                w = Array(delay(d, f"r_w{b}") for b, d in enumerate(bank_data))[delay(bank, "r_bank")]
             tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
+        else:
+            w = bank_data[0]
         a_x, a_w = delay(x, "a_x"), delay(w, "a_w")
         a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
 
