@@ -161,21 +161,29 @@ class SlidingWindow(wiring.Component):
 
         col_bits = max(W - 1, 1).bit_length()
         top_neg = Mux(top < 0, top, 0)  # r - h0 = ky + dy + min(top, 0): no subtraction of two counters
+        # Sx: each tap's image row and column (and its row below the oldest read one), registered before the
+        # bounds compares: counter -> adder -> compares -> mux in one cycle was convnet_bn's ECP5 critical path
+        # at 10,000 images/s (96.1 MHz)
+        x_r = [Signal(range(-p - 1, max(H, last_top + k) + 1), name=f"x_r{j}") for j in range(T)]
+        x_c = [Signal(range(-p - 1, max(W, last_left + k) + 1), name=f"x_c{j}") for j in range(T)]
+        x_rel = [Signal(range(-p - 1, R + k + 1), name=f"x_rel{j}") for j in range(T)]
+        x_head, x_cf, x_valid, x_row_end, x_free = Signal.like(head), Signal.like(cf), Signal(), Signal(), \
+            Signal.like(free)
         in_pads, rels, cols = [], [], []
         for j in range(T):  # tap j of a beat: (ky + j // tx, kx + j % tx) of the window
-            r, x = top + ky + j // tx, left + kx + j % tx
+            r, x = x_r[j], x_c[j]
             in_pad = (r < 0) | (r >= H) | (x < 0) | (x >= W)
             in_pads.append(in_pad)
-            rels.append(Mux(in_pad, 0, ky + j // tx + top_neg))  # rows below the oldest read one (pad: any)
+            rels.append(Mux(in_pad, 0, x_rel[j]))  # rows below the oldest read one (pad: any)
             cols.append(Mux(in_pad, 0, x)[:col_bits])
 
-        # pipeline, all stages moving on `advance`: S0 counters -> Sq row/column register -> Sp slot register ->
-        # S1 address register -> memory read (the memory's own register) -> output register; a row's slots are handed
-        # back to the writer when its last read leaves S1, not when it is issued. Sq and Sp split the address
-        # arithmetic (row within the ring, ring slot, slot and column bases) over three cycles: in one, nextpnr's
-        # ECP5 critical path of convnet at 12,099 images/s ran from `head` through it into the address register
-        # (10.46 ns); in two, convnet_bn's at 10,000 images/s ran from `top` through five carry chains into the
-        # slot register (11.78 ns, 84.9 MHz)
+        # pipeline, all stages moving on `advance`: S0 counters -> Sx tap row/column -> Sq bounds checked, row
+        # within the ring -> Sp slot register -> S1 address register -> memory read (the memory's own register) ->
+        # output register; a row's slots are handed back to the writer when its last read leaves S1, not when it
+        # is issued. Sx, Sq and Sp split the address arithmetic (tap coordinates, row within the ring, ring slot,
+        # slot and column bases) over four cycles: in one, nextpnr's ECP5 critical path of convnet at 12,099
+        # images/s ran from `head` through it into the address register (10.46 ns); in two, convnet_bn's at
+        # 10,000 images/s ran from `top` through five carry chains into the slot register (11.78 ns, 84.9 MHz)
         q_pad = [Signal(name=f"q_pad{j}") for j in range(T)]
         q_rel = [Signal(range(R), name=f"q_rel{j}") for j in range(T)]
         q_col = [Signal(col_bits, name=f"q_col{j}") for j in range(T)]
@@ -205,7 +213,12 @@ class SlidingWindow(wiring.Component):
         addrs = [Mux(p_pad[j], 0, slot_base[p_slot[j]] + col_base[p_col[j]] + p_cf) for j in range(T)]
         slots = [Mux(q_head + q_rel[j] >= R, q_head + q_rel[j] - R, q_head + q_rel[j]) for j in range(T)]
         with m.If(advance):
-            m.d.sync += [q_valid.eq(issue), q_row_end.eq(row_end), q_free.eq(free), q_cf.eq(cf), q_head.eq(head)]
+            m.d.sync += [x_valid.eq(issue), x_row_end.eq(row_end), x_free.eq(free), x_cf.eq(cf), x_head.eq(head)]
+            m.d.sync += [x_r[j].eq(top + ky + j // tx) for j in range(T)]
+            m.d.sync += [x_c[j].eq(left + kx + j % tx) for j in range(T)]
+            m.d.sync += [x_rel[j].eq(ky + j // tx + top_neg) for j in range(T)]
+            m.d.sync += [q_valid.eq(x_valid), q_row_end.eq(x_row_end), q_free.eq(x_free), q_cf.eq(x_cf),
+                         q_head.eq(x_head)]
             m.d.sync += [q_pad[j].eq(in_pads[j]) for j in range(T)] + [q_rel[j].eq(rels[j]) for j in range(T)]
             m.d.sync += [q_col[j].eq(cols[j]) for j in range(T)]
             m.d.sync += [p_valid.eq(q_valid), p_row_end.eq(q_row_end), p_free.eq(q_free), p_cf.eq(q_cf)]
