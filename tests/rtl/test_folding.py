@@ -90,3 +90,25 @@ def test_a_one_channel_conv_folds_over_kernel_taps():
     out = folding.for_target([conv], 31_250, CLOCK_MHZ)[0]
     assert folding.layer_cycles(out, out.pe, out.simd) <= 3_200 < 24 * 24 * 25
     assert out.pe * out.simd == 50  # the fewest multipliers reaching it: 576 pixels x NF*SF <= 5
+
+
+def test_a_target_beyond_the_parts_dsps_moves_the_widest_products_to_luts():
+    """8-bit inputs x 4-bit weights make 12-bit products, which yosys puts in DSP48s: 64 x 8 of them in one
+    layer is more than a 20-DSP part has. The target search then moves that layer's products to LUTs (the
+    largest DSP user first, only as many layers as needed), and says so."""
+    rng = np.random.default_rng(2)
+    d0 = spec.Mac("dense", (1, 1, 64), rng.integers(-7, 8, size=(16, 64)), 8, False,
+                  requant=spec.Requant(np.sort(rng.integers(-900, 900, size=(16, 15)), axis=1),
+                                       np.zeros(16, np.int64), np.ones(16, np.int64)), out_bits=4)
+    d1 = spec.Mac("dense", (1, 1, 16), rng.integers(-7, 8, size=(4, 16)), 8, False, requant=d0.requant, out_bits=4)
+    plain = folding.for_target([d0, d1], 10_000_000, CLOCK_MHZ)
+    dsp = [cost.mvu_cost(ly)["dsp"] for ly in plain]
+    assert dsp[0] > 20 and 0 < dsp[1] <= 16
+    part = {"lut": 53200, "ff": 106400, "dsp": 20, "bram18k": 280}
+    out, how = folding.choose([d0, d1], {"target_fps": 10_000_000, "_names": ["a", "b"]}, part, CLOCK_MHZ)
+    assert [ly.lut_products for ly in out] == [True, False] and how["lut_products"] == ["a"]
+    assert folding.model_cost(out)["dsp"] == dsp[1] <= folding.FIT_MARGIN * 20
+    assert cost.mvu_cost(out[0])["lut"] > cost.mvu_cost(plain[0])["lut"]  # the LUTs pay for it
+    assert [(ly.pe, ly.simd) for ly in out] == [(ly.pe, ly.simd) for ly in plain]  # same folding, same rate
+    out, how = folding.choose([d0, d1], {"target_fps": 10_000_000}, {}, CLOCK_MHZ)  # no part: as yosys maps them
+    assert not any(ly.lut_products for ly in out) and how["lut_products"] == []

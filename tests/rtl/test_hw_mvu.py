@@ -11,15 +11,18 @@ from __future__ import annotations
 import random
 import re
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga_flow.backends.rtl import measure
 from fpga_flow.backends.rtl.hw import spec, stream
-from fpga_flow.backends.rtl.hw.mvu import MVU, acc_bits, check_layer, folding, latency, tree_stages, weight_banks
+from fpga_flow.backends.rtl.hw.mvu import (MVU, acc_bits, check_layer, folding, latency, lut_product, tree_stages,
+                                           weight_banks)
 
 pytestmark = pytest.mark.rtl
 
@@ -172,6 +175,55 @@ def test_mvu_equals_spec(case, stalls):
         assert np.diff(firsts).tolist() == [nf * sf] * (n_vec - 1)
         assert np.diff(lasts).tolist() == [nf * sf] * (n_vec - 1)
         assert t_out[0] - t_in[sf - 1] == latency(layer)  # the first fold's last input beat -> its output beat
+
+
+LUT_PRODUCT_CASES = [  # kind, c, oc, k, hw, pe, simd, in_bits, in_signed, wbits: rows over the weight, over the input
+    ("dense", 16, 4, 1, 1, 2, 4, 8, False, 4),  # mlp's first layer: 8-bit input x 4-bit weight
+    ("conv", 2, 4, 3, 3, 2, 6, 3, True, 5),  # signed input narrower than the weights: rows over the input
+    ("depthwise", 4, 4, 3, 3, 4, 4, 4, False, 4),
+]
+
+
+@pytest.mark.parametrize("case", LUT_PRODUCT_CASES, ids=lambda c: f"{c[0]}-in{c[7]}{'s' if c[8] else 'u'}-w{c[9]}")
+def test_lut_products_equal_spec_and_leave_no_multiplier(case):
+    """``lut_products``: the same outputs under stalls, and no ``*`` in the Verilog (so yosys has no $mul to put
+    in a DSP block); the same layer without it does multiply."""
+    kind, c, oc, k, hw, pe, simd, ib, isg, wb = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    images = rand_images(rng, 2, hw, c, ib, isg)
+    layer = make_layer(rng, kind, c=c, oc=oc, k=k, hw=hw, pe=pe, simd=simd, in_bits=ib, in_signed=isg,
+                       requant=True, out_bits=3, out_signed=False, x=images[0], pad=1 if kind != "dense" else 0,
+                       wbits=wb)
+    lut = replace(layer, lut_products=True)
+    check(lut, images, stall_in=True, stall_out=True, seed=3)
+    assert " * " not in measure.verilog_of(MVU(lut), "mvu")
+    assert " * " in measure.verilog_of(MVU(layer), "mvu")
+
+
+@pytest.mark.parametrize("sa, sb", [(unsigned(8), signed(4)), (signed(3), signed(5)), (signed(4), signed(4)),
+                                    (unsigned(1), signed(2)), (signed(2), unsigned(6))])
+def test_lut_product_is_exact_everywhere(sa, sb):
+    a, b = Signal(sa), Signal(sb)
+    m = Module()
+    y = Signal((a * b).shape())
+    m.d.comb += y.eq(lut_product(a, b))
+    sim = Simulator(m)
+    bad = []
+
+    def values(s):
+        return range(-(1 << (s.width - 1)), 1 << (s.width - 1)) if s.signed else range(1 << s.width)
+
+    async def tb(ctx):
+        for x in values(sa):
+            for w in values(sb):
+                ctx.set(a, x)
+                ctx.set(b, w)
+                if ctx.get(y) != x * w:
+                    bad.append((x, w, ctx.get(y)))
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert not bad
 
 
 @pytest.mark.parametrize("c, oc, simd, roms", [(480, 30, 12, 3), (48, 32, 24, 2), (64, 4, 4, 1)])

@@ -40,7 +40,7 @@ def _terms(layer: spec.Mac) -> dict[str, float]:
     prods = np.concatenate([w * lo, w * hi]).ravel()
     prod_bits = mvu.signed_bits(int(min(prods.min(), 0)), int(max(prods.max(), 0)))
     block = mvu.weight_ram_style(nf * sf) == "block"
-    in_dsp = prod_bits >= DSP_MIN_PRODUCT_BITS
+    in_dsp = prod_bits >= DSP_MIN_PRODUCT_BITS and not layer.lut_products
     return {
         "mul": 0 if in_dsp else lanes * ib * wb,  # partial-product bits of the multipliers in LUTs
         "add": lanes * prod_bits + pe * ab,  # adder-tree and accumulator bits
@@ -71,7 +71,7 @@ def mvu_cost(layer: spec.Mac) -> dict:
     t = _terms(layer)
     lut = COEF["LUT"].get("const", 0) + sum(COEF["LUT"].get(k, 0) * t[k] for k in LUT_TERMS)
     ff = COEF["FF"].get("const", 0) + sum(COEF["FF"].get(k, 0) * t[k] for k in FF_TERMS)
-    dsp = t["lanes"] if t["prod_bits"] >= DSP_MIN_PRODUCT_BITS else 0
+    dsp = t["lanes"] if t["prod_bits"] >= DSP_MIN_PRODUCT_BITS and not layer.lut_products else 0
     return {"lut": int(round(lut)), "ff": int(round(ff)), "dsp": int(dsp),
             "bram18": bram18(int(t["depth"]), int(t["width"])) if t["block"] else 0, "how": HOW}
 

@@ -107,6 +107,22 @@ def model_cost(layers: list) -> dict:
     return tot
 
 
+def lut_products(layers: list, dsp_budget: float) -> list:
+    """``layers`` with the products of the MVUs with the most DSP blocks moved to LUTs (``lut_products``), one
+    layer at a time, until the cost model's DSP count is within ``dsp_budget``. yosys puts every product of 9
+    bits or more in a DSP48, so a fast first layer of 8-bit inputs (mlp at 1,000,000 images/s: 512
+    multipliers) would need more DSPs than the part has; in LUTs it costs about 44 LUT per 8 x 4-bit
+    product instead."""
+    out = list(layers)
+    while model_cost(out)["dsp"] > dsp_budget:
+        dsp = {i: cost.mvu_cost(ly)["dsp"] for i, ly in enumerate(out) if isinstance(ly, spec.Mac)}
+        i = max(dsp, key=lambda j: (dsp[j], -j))
+        if not dsp[i]:
+            break
+        out[i] = replace(out[i], lut_products=True)
+    return out
+
+
 def fits(total: dict, part: dict, margin: float = FIT_MARGIN) -> bool:
     return (total["lut"] <= margin * part["lut"] and total["dsp"] <= margin * part["dsp"]
             and total["bram18"] <= margin * part["bram18k"])
@@ -144,12 +160,16 @@ def choose(layers: list, extra: dict, part: dict, clock_mhz: float) -> tuple[lis
     fps = extra.get("target_fps")
     if fps:
         out = for_target(layers, float(fps), clock_mhz, overrides)
+        if part:  # the part's DSP blocks are the one resource a target folding cannot trade away by itself
+            out = lut_products(out, FIT_MARGIN * part["dsp"])
         how = {"mode": "target_fps", "target_fps": float(fps),
                "reached": clock_mhz * 1e6 / cost.cycles_per_image(out) >= float(fps)}
     else:
         out = for_part(layers, part, overrides)
         how = {"mode": "fit", "margin": FIT_MARGIN}
     how["overrides"] = {names[i] if i < len(names) else str(i): list(v) for i, v in overrides.items()}
+    how["lut_products"] = [names[i] if i < len(names) else str(i) for i, ly in enumerate(out)
+                           if isinstance(ly, spec.Mac) and ly.lut_products]
     how["model_cost"] = model_cost(out)
     how["cycles_per_image_model"] = cost.cycles_per_image(out)
     how["fps_at_clock_model"] = round(clock_mhz * 1e6 / how["cycles_per_image_model"], 1)

@@ -25,6 +25,7 @@ def layer_table(r) -> list[dict]:
                            int(min(layer.weights.min(), 0)), int(max(layer.weights.max(), 0)))),
                        thresholds=None if layer.requant is None else int(np.asarray(layer.requant.T).shape[1]),
                        cycles_per_image=folding.layer_cycles(layer, layer.pe, layer.simd),
+                       products="LUT (shift-and-add)" if layer.lut_products else "yosys' choice (DSP from 9 bits)",
                        cost_model=cost.mvu_cost(layer))
         else:
             row.update(k=layer.k, bits=layer.bits)
@@ -141,7 +142,9 @@ def markdown(rep: dict) -> str:
              + (f" (target {h['folding']['target_fps']:,.0f} images/s; reached by the model: {h['folding']['reached']}, "
                 f"in simulation: {h['target_fps_reached_in_simulation']})"
                 if h['folding']['mode'] == 'target_fps' else f" (fastest within {h['folding']['margin']:.0%} of the part, "
-                "cost model)") + ".", "",
+                "cost model)") + "."
+             + (f" Products in LUTs (shift-and-add, no DSP block), where the part's DSPs would not do: "
+                f"{', '.join(h['folding']['lut_products'])}." if h['folding'].get('lut_products') else ""), "",
              "| layer | kind | in | out | PE | SIMD | cycles/image (NF*SF*pixels) | LUT (estimate) | DSP (est.) |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for ly in h["layers"]:

@@ -313,12 +313,13 @@ class MVU(wiring.Component):
         a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
 
         # ---- Sa -> Sb: PE x SIMD registered products ----
+        mul = lut_product if L.lut_products else (lambda a, b: a * b)
         terms = []
         for p in range(pe):
             if self.dw:
-                prods = [stream.lane(a_x, p, L.in_bits, L.in_signed) * stream.lane(a_w, p, wb, True)]
+                prods = [mul(stream.lane(a_x, p, L.in_bits, L.in_signed), stream.lane(a_w, p, wb, True))]
             else:
-                prods = [stream.lane(a_x, s, L.in_bits, L.in_signed) * stream.lane(a_w, p * simd + s, wb, True)
+                prods = [mul(stream.lane(a_x, s, L.in_bits, L.in_signed), stream.lane(a_w, p * simd + s, wb, True))
                          for s in range(simd)]
             terms.append([delay(v, f"b_prod{p}_{s}") for s, v in enumerate(prods)])
         b_tags = {k: delay(v, f"b_{k}") for k, v in a_tags.items()}
@@ -380,6 +381,23 @@ class MVU(wiring.Component):
         return m
 
 
+def lut_product(a: Value, b: Value) -> Value:
+    """``a * b`` as shift-and-add rows, one per bit of the narrower operand (a two's-complement operand's sign
+    row subtracted), at the width of ``a * b``. No ``$mul`` reaches yosys, so no family's synthesis puts it in a
+    DSP block: the MVU's ``lut_products`` (:func:`fpga_flow.backends.rtl.folding.lut_products` sets it where
+    the part's DSPs run out). An 8-bit x 4-bit product: 44 LUT by yosys synth_xilinx (47 for yosys' own LUT
+    multiplier, ``-nodsp``)."""
+    a, b = Value.cast(a), Value.cast(b)
+    shape = (a * b).shape()
+    if len(a) > len(b):
+        a, b = b, a
+    rows = [Mux(a[j], b << j, 0) for j in range(len(a))]
+    neg = rows.pop() if a.shape().signed else None
+    total = _tree(rows) if rows else Const(0, 1)
+    out = total - neg if neg is not None else total
+    return out.as_signed()[:shape.width].as_signed() if shape.signed else out[:shape.width]
+
+
 def _tree(terms: list):
     """Balanced sum (depth log2 n, not a chain of n adders); Amaranth widens each add by one bit."""
     while len(terms) > 1:
@@ -387,5 +405,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "lut_product", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]

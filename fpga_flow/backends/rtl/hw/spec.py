@@ -48,6 +48,7 @@ class Mac:
     pad: int = 0
     pe: int = 1  # output channels computed in parallel
     simd: int = 1  # input values consumed in parallel
+    lut_products: bool = False  # the MVU's products as shift-and-add rows (LUTs on any family, never a DSP block)
 
     @property
     def out_channels(self) -> int:
