@@ -261,7 +261,8 @@ def cmd_rtl(a: argparse.Namespace) -> int:
         opts.update(jobs=a.jobs, mapper="abc9" if a.yosys_abc9 else "abc")
     else:
         opts.update(pnr=a.pnr, **({"folding": folding} if folding else {}),
-                    **({} if a.pnr_timeout is None else {"pnr_timeout_s": a.pnr_timeout}))
+                    **({} if a.pnr_timeout is None else {"pnr_timeout_s": a.pnr_timeout}),
+                    **({} if a.router is None else {"pnr_router": a.router}))
     cfg = _config(a, **opts)
     return _build(cfg, a)
 
@@ -404,6 +405,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pnr-timeout", type=float, metavar="S",
                    help="stream: stop yosys synth_ecp5 + nextpnr after S seconds (default 3600; 0: no limit); the "
                         "build still lands, its report saying the Fmax was not measured")
+    r.add_argument("--router", choices=("auto", "router1", "router2"),
+                   help="stream: nextpnr's router (default auto: router1, the better clock where both finish, up to "
+                        "40,000 LUT4 + 2 x CCU2C cells after synth_ecp5, router2 above, which finishes the large, "
+                        "congested designs router1 does not; docs/design-choices.md)")
     r.add_argument("--jobs", type=int, help="da4ml: Verilator build jobs (default: one per core)")
     r.add_argument("--yosys-abc9", action="store_true",
                    help="da4ml: LUT mapping by abc9 (synth_xilinx unchanged; much slower) instead of classic abc")

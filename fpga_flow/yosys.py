@@ -40,20 +40,25 @@ def executable() -> str:
 
 
 MAPPERS = ("abc", "abc9")
+# flip-flops driving a wire the design marks ``keep`` (the MVU's copies of its input operand register,
+# fpga_flow.backends.rtl.hw.mvu.operand_copies) stay apart: opt_merge leaves cells with keep alone
+KEEP_REPLICAS = "setattr -set keep 1 a:keep %ci1:+[Q] a:keep %d"
 
 
 def script(sources: list[str], top: str, fam: str, mapper: str = "abc") -> str:
     """``synth_xilinx`` as is (``mapper="abc9"``, yosys' default LUT mapping), or with its ``map_luts`` step
     done by classic ``abc`` (the default here): every other step is synth_xilinx's own, in its order. Measured
-    on mlp_tiny (2 shared cores): abc 47 s and 0.5 GB; abc9 ran past 13 minutes in WebAssembly."""
+    on mlp_tiny (2 shared cores): abc 47 s and 0.5 GB; abc9 ran past 13 minutes in WebAssembly. Before
+    ``prepare``, the flip-flops driving ``keep`` wires are kept (:data:`KEEP_REPLICAS`)."""
     if mapper not in MAPPERS:
         raise FlowError(f"unknown yosys LUT mapper {mapper!r}; valid: {', '.join(MAPPERS)}")
-    lines = [f"read_verilog -defer {' '.join(sources)}", f"hierarchy -top {top}"]
+    lines = [f"read_verilog -defer {' '.join(sources)}", f"hierarchy -top {top}",
+             f"synth_xilinx -family {fam} -flatten -run begin:prepare", "proc", "flatten", KEEP_REPLICAS]
     if mapper == "abc9":
-        lines.append(f"synth_xilinx -family {fam} -flatten")
+        lines.append(f"synth_xilinx -family {fam} -flatten -run prepare:")
     else:
         lut = 6 if fam == "xc7" or fam.startswith("xcu") else 4
-        lines += [f"synth_xilinx -family {fam} -flatten -run begin:map_luts",
+        lines += [f"synth_xilinx -family {fam} -flatten -run prepare:map_luts",
                   "opt_expr -mux_undef -noclkinv", "abc -luts 2:2,3,6:5,10,20", "clean", "xilinx_srl -fixed -minlen 3",
                   f"techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH={lut}",
                   "xilinx_dffopt", "opt_lut_ins -tech xilinx", f"synth_xilinx -family {fam} -flatten -run finalize:"]

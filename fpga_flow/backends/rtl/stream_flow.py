@@ -10,6 +10,7 @@ back; cycles from the simulation), ``rtl_compare``, ``rtl_synth`` (yosys synth_x
 Options (``BuildConfig.extra``): ``target_fps``, ``folding`` ({node or index: [pe, simd]}), ``synth``,
 ``pnr``, ``fault`` ("weight", or (layer, out, in, delta), or ("threshold", layer, channel, k, delta)),
 ``synth_timeout_s``, ``pnr_timeout_s`` (default :data:`PNR_TIMEOUT_S`; None or 0: no limit),
+``pnr_router`` (nextpnr's router, :data:`measure.ECP5_ROUTERS`; default :data:`measure.ECP5_ROUTER`),
 ``sim_timeout_s``.
 """
 
@@ -36,7 +37,7 @@ PNR_TIMEOUT_S = 3600.0  # synth_ecp5 + nextpnr of a large fit design can run for
 # lands without an Fmax (the report says so) instead of holding the user's terminal
 
 OPTIONS = ("target_fps", "folding", "synth", "pnr", "fault", "synth_timeout_s", "pnr_timeout_s", "sim_timeout_s",
-           "rtl_mode")
+           "rtl_mode", "pnr_router")
 
 
 @dataclass
@@ -56,6 +57,9 @@ class StreamState:
 
 
 def new_state(cfg: BuildConfig) -> StreamState:
+    router = cfg.extra.get("pnr_router")
+    if router is not None and router not in ("auto", *measure.ECP5_ROUTERS):  # refused before any work
+        raise FlowError(f"pnr_router {router!r}: auto, or nextpnr-ecp5's {', '.join(measure.ECP5_ROUTERS)}")
     return StreamState(options={k: cfg.extra[k] for k in OPTIONS if k in cfg.extra})
 
 
@@ -268,7 +272,8 @@ def step_rtl_pnr(state):
     limit = r.options.get("pnr_timeout_s", PNR_TIMEOUT_S) or None
     try:
         res = measure.pnr_ecp5(r.verilog, TOP, clock_mhz=folding.clock_mhz(state.cfg.clock_ns),
-                               workdir=state.path("nextpnr"), timeout_s=limit)
+                               workdir=state.path("nextpnr"), timeout_s=limit,
+                               router=r.options.get("pnr_router") or measure.ECP5_ROUTER)
     except ToolError as e:  # a measurement not made, not a failed build: the simulation verified it
         res = {"how": measure.HOW_ECP5, "placed": None, "not_measured": True,
                "timed_out": isinstance(e, measure.ToolTimeout), "timeout_s": limit, "message": _first_line(e),

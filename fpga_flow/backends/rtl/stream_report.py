@@ -183,7 +183,9 @@ def markdown(rep: dict) -> str:
         lines += ["", f"## nextpnr-ecp5 place and route ({p['device']} {p['package']})", "",
                   f"Fmax {p['fmax_mhz']:.1f} MHz (target {p['clock_mhz']:g} MHz{'' if p['meets_clock'] else ', NOT met'})"
                   f"; LUT4 {p['LUT4']:,}, FF {p['TRELLIS_FF']:,}, MULT18 {p['MULT18X18D']}, DP16KD {p['DP16KD']}"
-                  f"{', out of context' if p['out_of_context'] else ''}; {p['wall_s']} s."
+                  f"{', out of context' if p['out_of_context'] else ''}; nextpnr {p.get('router', 'router1')}"
+                  f"{' (auto: by the netlist size)' if p.get('router_asked') == 'auto' else ''}, seed {p['seed']}; "
+                  f"{p['wall_s']} s."
                   + (f" Products of fewer than {p['dsp_min_product_bits']} bits mapped to LUTs, not MULT18X18Ds."
                      if p.get("dsp_min_product_bits") else "")]
     if h.get("fault_injected"):
@@ -220,7 +222,7 @@ def summary(rep: dict) -> str:
     elif p and not p.get("placed", True):
         s += f"\n  nextpnr-ecp5 ({p['device']}): does NOT place, {_over(p)}; no Fmax (smaller folding, or --no-pnr)"
     elif p:
-        s += f"\n  nextpnr-ecp5 ({p['device']}): Fmax {p['fmax_mhz']:.1f} MHz, LUT4 {p['LUT4']:,}"
+        s += f"\n  nextpnr-ecp5 ({p['device']}, {p.get('router', 'router1')}): Fmax {p['fmax_mhz']:.1f} MHz, LUT4 {p['LUT4']:,}"
     return s
 
 

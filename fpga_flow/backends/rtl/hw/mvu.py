@@ -59,6 +59,21 @@ def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
     return "block" if depth >= BLOCK_MIN_DEPTH else "logic"
 
 
+OPERAND_PES = 4  # PEs that share one copy of the input operand register a_x
+
+
+def operand_copies(pe: int) -> int:
+    """Copies of the input operand register ``a_x`` an MVU of ``pe`` PEs keeps, one per OPERAND_PES PEs. With
+    one register for all PEs, every input bit fanned out to all PEs' multipliers across the chip: the ECP5
+    critical path of the default fit designs (mlp 62.09 MHz, mlp_bn 57.23 MHz, nextpnr router2: 11.6 and
+    12.6 ns of routing on one ``a_x`` bit) and of mlp_tiny's (95.43 MHz)."""
+    return max(1, -(-pe // OPERAND_PES))
+
+
+# yosys' opt_merge would make one register of the copies again (same input, same enable): the synthesis scripts
+# (fpga_flow.yosys.script, measure.ecp5_script) mark the flip-flops driving a wire Amaranth emitted with the
+# ``keep`` attribute as kept (fpga_flow.yosys.KEEP_REPLICAS), which opt_merge leaves alone.
+
 LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes (SIMD <= 8,
 # weights not in block RAM; :func:`latency`)
 TREE_LEVELS = 3  # adder levels per pipeline stage of the SIMD adder tree
@@ -288,9 +303,9 @@ class MVU(wiring.Component):
                          brp.addr.eq(sf), brp.en.eq(adv)]
             x = Mux(s1_stream, s1_x, brp.data)
 
-        def delay(value, name):
+        def delay(value, name, attrs=None):
             """``value`` (a signal or an expression, at its full width) one pipeline stage later (moves on adv)."""
-            r = Signal(Value.cast(value).shape(), name=name)
+            r = Signal(Value.cast(value).shape(), name=name, attrs=attrs or {})
             with m.If(adv):
                 m.d.sync += r.eq(value)
             return r
@@ -309,13 +324,20 @@ class MVU(wiring.Component):
             tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
         else:
             w = bank_data[0]
-        a_x, a_w = delay(x, "a_x"), delay(w, "a_w")
+        n_rep = 1 if self.dw else operand_copies(pe)
+        if n_rep == 1:
+            a_xs = [delay(x, "a_x")]
+        else:  # each group of PEs reads its own copy of the input operand (kept apart in synthesis: KEEP_REPLICAS)
+            a_xs = [delay(x, f"a_x_rep{g}", {"keep": 1}) for g in range(n_rep)]
+        per_copy = -(-pe // n_rep)
+        a_w = delay(w, "a_w")
         a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
 
         # ---- Sa -> Sb: PE x SIMD registered products ----
         mul = lut_product if L.lut_products else (lambda a, b: a * b)
         terms = []
         for p in range(pe):
+            a_x = a_xs[p // per_copy]
             if self.dw:
                 prods = [mul(stream.lane(a_x, p, L.in_bits, L.in_signed), stream.lane(a_w, p, wb, True))]
             else:
@@ -405,5 +427,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "lut_product", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]
