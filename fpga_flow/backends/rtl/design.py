@@ -7,7 +7,9 @@ the window is the pixel itself: K=1, stride 1, no pad; a dense layer reads the p
 one vector), a skid buffer (so the block in front sees a registered ready: the MVU's ready follows its
 output's ready in the same cycle), the MVU, and a FIFO; a :class:`spec.MaxPool` becomes a max-pool block on the lanes it receives,
 and a FIFO. A FIFO also sits behind the input port, so
-the top's ``i.ready`` and ``o.valid`` come from flops.
+the top's ``i.ready`` and ``o.valid`` come from flops. A FIFO deeper than the default (a whole vector in front of
+a dense layer, ``depths``) in front of a widening converter moves behind it, in wide beats: on the narrow side
+the converter would feed the MVU's first neuron fold one wide beat per ``want/lanes`` cycles.
 
 Ports (Verilog, top module :data:`TOP`): ``clk``, ``rst``, ``i__payload``/``i__valid``/``i__ready`` and
 ``o__payload``/``o__valid``/``o__ready``; payloads are flat lanes (:mod:`.hw.stream`). The input stream is
