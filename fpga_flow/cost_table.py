@@ -34,7 +34,7 @@ RTL_COLUMNS = {"images": "images `==` golden (Verilator)", "cycles": "cycles/ima
 
 
 def _num(s: str) -> float | None:
-    s = (s or "").replace(",", "").strip()
+    s = (s or "").replace(",", "").replace("*", "").strip()
     try:
         return float(s)
     except ValueError:
@@ -191,7 +191,9 @@ def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str,
         lines += ["", f"Other RTL design points in {Path(rtl_doc).name} (measured the same way; the FINN and hls4ml "
                   "columns above are not at their rates):", ""]
         lines += [f"- {label}: {r['fps']} images/s at 100 MHz (Verilator), {r['lut']} LUT (yosys), "
-                  f"{r['images']} images `==`, ECP5 Fmax {r['fmax']} MHz (nextpnr)" for label, r in other]
+                  f"{r['images']} images `==`, "
+                  + (f"ECP5 Fmax {r['fmax']} MHz (nextpnr)" if _num(r["fmax"]) is not None else
+                     f"ECP5 Fmax {r['fmax']}") for label, r in other]
     lines += ["", "## Short form (for the README)", "", *short(rows), ""]
     return "\n".join(lines)
 
