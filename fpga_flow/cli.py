@@ -405,7 +405,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pnr-timeout", type=float, metavar="S",
                    help="stream: stop yosys synth_ecp5 + nextpnr after S seconds (default 3600; 0: no limit); the "
                         "build still lands, its report saying the Fmax was not measured")
-    r.add_argument("--router", choices=("auto", "router1", "router2"),
+    r.add_argument("--router", choices=("auto", "router1", "router2"),  # measure.ROUTER_CHOICES (kept light)
                    help="stream: nextpnr's router (default auto: router1, the better clock where both finish, up to "
                         "40,000 LUT4 + 2 x CCU2C cells after synth_ecp5, router2 above, which finishes the large, "
                         "congested designs router1 does not; docs/design-choices.md)")

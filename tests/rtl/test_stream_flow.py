@@ -178,7 +178,7 @@ def test_a_place_and_route_past_its_time_limit_still_lands_the_verified_build(tm
 
 def test_an_unknown_router_is_refused_before_any_work(tmp_path):
     cfg = BuildConfig(model="po2", n_images=N, backend="rtl", extra={"pnr_router": "router3"})
-    with pytest.raises(FlowError, match="auto, or nextpnr-ecp5.s router1, router2"):
+    with pytest.raises(FlowError, match="one of auto, router1, router2"):
         fpga_flow.build(po2_model(), (1, 8, 8), name="po2", out_dir=tmp_path, config=cfg, images=images(),
                         progress=False)
     assert not any(tmp_path.iterdir())

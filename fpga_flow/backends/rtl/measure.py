@@ -146,6 +146,7 @@ ECP5_ROUTERS = ("router1", "router2")
 # and 45,696 cells, 69% and 62%) were still not routed by router1 after 38 and 52 minutes, router2 routed them in
 # 275 and 273 s (62.09 and 57.23 MHz). A router that finishes is what gives a figure at all.
 ECP5_ROUTER = "auto"
+ROUTER_CHOICES = ("auto", *ECP5_ROUTERS)  # what pnr_ecp5, the build's pnr_router and --router accept
 ECP5_ROUTER2_FROM = 40_000
 
 
@@ -217,8 +218,8 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
 
     ``out_of_context`` None: only when the ports need more pins than the package has (nextpnr then inserts no
     I/O buffers and routes the clock on fabric, which understates the Fmax a little)."""
-    if router not in ("auto", *ECP5_ROUTERS):
-        raise FlowError(f"unknown nextpnr router {router!r}; valid: auto, {', '.join(ECP5_ROUTERS)}")
+    if router not in ROUTER_CHOICES:
+        raise FlowError(f"unknown nextpnr router {router!r}; valid: {', '.join(ROUTER_CHOICES)}")
     if device not in ECP5_DEVICES:
         raise FlowError(f"unknown ECP5 device {device!r}; valid: {', '.join(ECP5_DEVICES)}")
     wd = _workdir(workdir, "pnr_ecp5_")
@@ -276,5 +277,5 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER", "ECP5_ROUTER2_FROM", "auto_router",
+__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER", "ECP5_ROUTER2_FROM", "ROUTER_CHOICES", "auto_router",
            "ECP5_ROUTERS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]

@@ -58,8 +58,8 @@ class StreamState:
 
 def new_state(cfg: BuildConfig) -> StreamState:
     router = cfg.extra.get("pnr_router")
-    if router is not None and router not in ("auto", *measure.ECP5_ROUTERS):  # refused before any work
-        raise FlowError(f"pnr_router {router!r}: auto, or nextpnr-ecp5's {', '.join(measure.ECP5_ROUTERS)}")
+    if router is not None and router not in measure.ROUTER_CHOICES:  # refused before any work
+        raise FlowError(f"pnr_router {router!r}: one of {', '.join(measure.ROUTER_CHOICES)}")
     return StreamState(options={k: cfg.extra[k] for k in OPTIONS if k in cfg.extra})
 
 
@@ -240,11 +240,11 @@ def trace(state, image: int) -> dict:
 def _budget(part: str, opts: dict) -> dict:
     """The part's resources for the folding: the fit needs them; a target rate uses them where known, for the
     DSP blocks (:func:`folding.lut_products`)."""
-    if not opts.get("target_fps"):
-        return folding.part_budget(part)
     try:
         return folding.part_budget(part)
-    except FlowError:  # --allow-unknown-part: no DSP count to keep under
+    except FlowError:  # --allow-unknown-part: a target rate goes on with no DSP count to keep under
+        if not opts.get("target_fps"):
+            raise
         return {}
 
 
