@@ -52,8 +52,8 @@ def test_design_chain_equals_reference_with_stalls():
     layers = chain(rng, x)
     d = Design(layers, input_lanes=2)
     assert [n.split("_", 1)[1] for n, _ in d.stages] == [
-        "in", "swg", "skid", "mvu", "fifo", "dwc", "swg", "skid", "mvu", "fifo", "dwc", "skid", "mvu", "fifo", "pool",
-        "fifo", "dwc", "skid", "mvu", "fifo"]
+        "in", "swg", "mvu", "fifo", "dwc", "swg", "mvu", "fifo", "dwc", "mvu", "fifo", "pool",
+        "fifo", "dwc", "mvu", "fifo"]
     want = spec.reference(layers, x).reshape(-1, d.out_lanes)
     beats = [stream.pack(v, d.in_bits) for v in x.reshape(-1, d.in_lanes)]
     got = run_stream(d, beats, len(want), seed=5, p_valid=0.8, p_ready=0.6)

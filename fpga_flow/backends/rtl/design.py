@@ -4,8 +4,7 @@ one output stream of the last layer's codes, the blocks in between chained FINN-
 Per layer: a :class:`spec.Mac` becomes a lane-width converter to its SIMD (only where the lanes differ), a
 sliding-window generator (``2K + stride`` line-buffer rows, :func:`window_rows`; conv and depthwise, unless
 the window is the pixel itself: K=1, stride 1, no pad; a dense layer reads the previous stream directly as
-one vector), a skid buffer (so the block in front sees a registered ready: the MVU's ready follows its
-output's ready in the same cycle), the MVU, and a FIFO; a :class:`spec.MaxPool` becomes a max-pool block on the lanes it receives,
+one vector), the MVU, and a FIFO; a :class:`spec.MaxPool` becomes a max-pool block on the lanes it receives,
 and a FIFO. A FIFO also sits behind the input port, so
 the top's ``i.ready`` and ``o.valid`` come from flops. A FIFO deeper than the default (a whole vector in front of
 a dense layer, ``depths``) in front of a widening converter moves behind it, in wide beats: on the narrow side
@@ -33,7 +32,6 @@ from .hw import dwc, spec, stream
 from .hw.fifo import MIN_DEPTH, StreamFIFO
 from .hw.mvu import MVU
 from .hw.pool import MaxPool
-from .hw.skid import SkidBuffer
 from .hw.window import SlidingWindow
 from .hw.window import in_lanes as window_in_lanes
 
@@ -129,9 +127,6 @@ def plan(layers: list, input_lanes: int, fifo_depth: int = MIN_DEPTH, depths: di
                 blocks.append((f"l{n}_swg", partial(SlidingWindow, shape, layer.k, layer.stride, layer.pad,
                                                     layer.simd, bits, depthwise=layer.kind == "depthwise",
                                                     rows=window_rows(layer))))
-            # the MVU's i.ready follows its o.ready in the same cycle: a skid buffer gives the block in front
-            # a registered ready (hw/skid.py; no latency, one beat a cycle)
-            blocks.append((f"l{n}_skid", partial(SkidBuffer, layer.simd, bits)))
             blocks.append((f"l{n}_mvu", partial(MVU, layer)))
             lanes = layer.pe
         shape, bits, sgn = _out(layer)

@@ -17,13 +17,17 @@ Depthwise (``kind='depthwise'``, PE == SIMD, FINN's VVU) runs in the same datapa
 the SIMD adder tree: channel group ``g`` (``NF = C/PE`` groups) takes ``SF = K*K`` beats from the stream and
 lane ``p`` multiplies channel ``g*PE+p`` by its own weight.
 
-Pipeline (all stages move together on ``adv``, which is high unless the output register holds a beat the
-consumer does not take; so ``i.ready`` depends combinationally on ``o.ready``, and a FIFO between blocks
-breaks that chain): S0 counters/ROM addresses -> S1 ROM/buffer outputs -> Sa registered operands -> Sb
-registered products -> S2 adder tree -> accumulators -> S3 threshold compares -> S4 count and base -> output
-register. The operand and product registers were added after nextpnr put the ECP5 critical path through the
-block RAM's clock-to-out, a multiplier and the tree in one cycle (48.6 MHz on a 3x3 16->32 conv, PE=4
-SIMD=8; 110.7 MHz after). Latency from an input beat to the output beat it completes: :data:`LATENCY`.
+Pipeline: S0 counters/ROM addresses -> S1 ROM/buffer outputs -> Sa registered operands -> Sb registered
+products -> S2 adder tree -> accumulators -> S3 threshold compares -> S4 count and base -> output register ->
+the output queue. Nothing behind S0 ever stalls: every stage moves every cycle, and S0 issues the beat that
+completes an output only while the output queue has a free place for it counting the outputs still in the
+pipeline (credits, :func:`queue_depth`). So ``i.ready`` comes from the fold counters and the credit counter,
+never from ``o.ready``, and no enable fans out to every pipeline register: the stall signal that did
+(``adv = ~o.valid | o.ready``) was the ECP5 critical path of mlp_tiny (97.90 MHz) and convnet (43.35 MHz,
+21.65 ns of routing across the part). The operand and product registers were added after nextpnr put the
+ECP5 critical path through the block RAM's clock-to-out, a multiplier and the tree in one cycle (48.6 MHz on
+a 3x3 16->32 conv, PE=4 SIMD=8; 110.7 MHz after). Latency from an input beat to the output beat it
+completes: :func:`latency`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -74,8 +79,9 @@ def operand_copies(pe: int) -> int:
 # (fpga_flow.yosys.script, measure.ecp5_script) mark the flip-flops driving a wire Amaranth emitted with the
 # ``keep`` attribute as kept (fpga_flow.yosys.KEEP_REPLICAS), which opt_merge leaves alone.
 
-LATENCY = 7  # cycles from an input beat's handshake to o.valid of the output beat it completes (SIMD <= 8,
-# weights not in block RAM; :func:`latency`)
+LATENCY = 8  # cycles from an input beat's handshake to o.valid of the output beat it completes (SIMD <= 8,
+# weights not in block RAM; :func:`latency`): 7 to the output register, 1 through the output queue
+QUEUE_SLACK = 1  # credits beyond the pipeline's latency: a returned credit is seen one cycle after the pop
 TREE_LEVELS = 3  # adder levels per pipeline stage of the SIMD adder tree
 TREE_GROUP = 1 << TREE_LEVELS  # products summed in one stage
 
@@ -95,6 +101,13 @@ def latency(layer: spec.Mac, ram_style: str = "auto") -> int:
     nf, sf = folding(layer)
     block = weight_ram_style(nf * sf, ram_style) == "block"
     return LATENCY + block + tree_stages(1 if layer.kind == "depthwise" else layer.simd) - 1
+
+
+def queue_depth(layer: spec.Mac, ram_style: str = "auto") -> int:
+    """Output beats the MVU's queue holds: as many as can be in flight when the consumer takes every beat, one
+    output per SF cycles over the latency and the credit's return, so a ready consumer never stops issue."""
+    _, sf = folding(layer)
+    return -(-(latency(layer, ram_style) + QUEUE_SLACK) // sf)
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -268,19 +281,25 @@ class MVU(wiring.Component):
         m.submodules.prom = prom = Memory(shape=unsigned(pe * lay["bits"]), depth=nf_n, init=pwords)
         prp = prom.read_port()
 
-        adv = Signal()  # the whole pipeline moves
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        # ---- the output queue and its credits: outputs issued at S0 and not yet taken by the consumer ----
+        depth = queue_depth(L, self.ram_style)
+        m.submodules.queue = queue = SyncFIFO(width=pe * L.out_bits, depth=depth)
+        owed = Signal(range(depth + 1))  # never above depth: the queue cannot overflow
+        m.d.comb += [self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data), queue.r_en.eq(self.o.ready)]
 
         # ---- S0: fold counters, ROM addresses, input buffer ----
         nf = Signal(range(max(nf_n, 2)))
         sf = Signal(range(max(sf_n, 2)))
         waddr = Signal(range(max(nf_n * sf_n, 2)))
         from_stream = Const(1) if (self.dw or nf_n == 1) else (nf == 0)
+        completes = sf == sf_n - 1  # this beat completes an output: it needs a credit
+        may = ~completes | (owed < depth)
         fire = Signal()
-        m.d.comb += [self.i.ready.eq(adv & from_stream),
-                     fire.eq(adv & (self.i.valid | ~from_stream)),
+        m.d.comb += [self.i.ready.eq(may & from_stream),
+                     fire.eq(may & (self.i.valid | ~from_stream)),
                      *[c for wrp in wports for c in (wrp.addr.eq(waddr if n_banks == 1 else waddr[:bank_bits]),
-                                                   wrp.en.eq(adv))]]
+                                                   wrp.en.eq(1))]]
+        m.d.sync += owed.eq(owed + (fire & completes) - (self.o.valid & self.o.ready))
         with m.If(fire):
             m.d.sync += waddr.eq(Mux(waddr == nf_n * sf_n - 1, 0, waddr + 1))
             with m.If(sf == sf_n - 1):
@@ -291,23 +310,21 @@ class MVU(wiring.Component):
         xw = simd * L.in_bits
         s1_x, s1_valid, s1_first, s1_last = Signal(xw), Signal(), Signal(), Signal()
         s1_nf, s1_stream = Signal.like(nf), Signal()
-        with m.If(adv):
-            m.d.sync += [s1_valid.eq(fire), s1_x.eq(self.i.payload), s1_first.eq(sf == 0),
-                         s1_last.eq(sf == sf_n - 1), s1_nf.eq(nf), s1_stream.eq(from_stream)]
+        m.d.sync += [s1_valid.eq(fire), s1_x.eq(self.i.payload), s1_first.eq(sf == 0),
+                     s1_last.eq(completes), s1_nf.eq(nf), s1_stream.eq(from_stream)]
         if self.dw or nf_n == 1:
             x = s1_x
         else:
             m.submodules.ibuf = ibuf = Memory(shape=unsigned(xw), depth=sf_n, init=[])
             bwp, brp = ibuf.write_port(), ibuf.read_port()
             m.d.comb += [bwp.addr.eq(sf), bwp.data.eq(self.i.payload), bwp.en.eq(fire & from_stream),
-                         brp.addr.eq(sf), brp.en.eq(adv)]
+                         brp.addr.eq(sf), brp.en.eq(1)]
             x = Mux(s1_stream, s1_x, brp.data)
 
         def delay(value, name, attrs=None):
-            """``value`` (a signal or an expression, at its full width) one pipeline stage later (moves on adv)."""
+            """``value`` (a signal or an expression, at its full width) one pipeline stage later."""
             r = Signal(Value.cast(value).shape(), name=name, attrs=attrs or {})
-            with m.If(adv):
-                m.d.sync += r.eq(value)
+            m.d.sync += r.eq(value)
             return r
 
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
@@ -318,8 +335,7 @@ class MVU(wiring.Component):
                 w = delay(bank_data[0], "r_w")
             else:
                 bank = Signal(range(n_banks))
-                with m.If(adv):
-                    m.d.sync += bank.eq(waddr[bank_bits:])  # S1: the bank the read in flight comes from
+                m.d.sync += bank.eq(waddr[bank_bits:])  # S1: the bank the read in flight comes from
                 w = Array(delay(d, f"r_w{b}") for b, d in enumerate(bank_data))[delay(bank, "r_bank")]
             tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
         else:
@@ -363,22 +379,21 @@ class MVU(wiring.Component):
         dbits = signed_bits(*dot_range)
         s2_dot = [Signal(signed(dbits), name=f"s2_dot{p}") for p in range(pe)]
         for p in range(pe):
-            with m.If(adv):
-                m.d.sync += s2_dot[p].eq(_tree(terms[p]))  # exact: dbits holds every sum
+            m.d.sync += s2_dot[p].eq(_tree(terms[p]))  # exact: dbits holds every sum
         s2 = {k: delay(v, f"s2_{k}") for k, v in b_tags.items()}
 
         # ---- S2: accumulate; the per-fold parameters are read for S3 ----
         ab = self.abits
         acc = [Signal(signed(ab), name=f"acc{p}") for p in range(pe)]
         for p in range(pe):
-            with m.If(adv & s2["valid"]):
+            with m.If(s2["valid"]):
                 m.d.sync += acc[p].eq(Mux(s2["first"], 0, acc[p]) + s2_dot[p])  # exact: ab holds every partial sum
         if nf_n > 1:  # read a stage early (the beat's own fold) and register the word: a block RAM's clock-to-out
             # (5.83 ns on the ECP5) into the threshold compares was mlp_bn's critical path (94.4 MHz)
-            m.d.comb += [prp.addr.eq(b_tags["nf"]), prp.en.eq(adv)]
+            m.d.comb += [prp.addr.eq(b_tags["nf"]), prp.en.eq(1)]
             pword = delay(prp.data, "s3_word")
         else:  # one word: a constant ROM, no block RAM
-            m.d.comb += [prp.addr.eq(s2["nf"]), prp.en.eq(adv)]
+            m.d.comb += [prp.addr.eq(s2["nf"]), prp.en.eq(1)]
             pword = prp.data
         s3_valid = delay(s2["valid"] & s2["last"], "s3_valid")
 
@@ -398,8 +413,8 @@ class MVU(wiring.Component):
             neg = delay(word[n_t * tb + lay["bbits"]], f"s4_neg{p}")
             m.d.comb += codes[p].eq(Mux(neg, base - count, base + count))
         s4_valid = delay(s3_valid, "s4_valid")
-        with m.If(adv):
-            m.d.sync += [self.o.valid.eq(s4_valid), self.o.payload.eq(Cat(*codes))]
+        out_valid, out_codes = delay(s4_valid, "out_valid"), delay(Cat(*codes), "out_codes")
+        m.d.comb += [queue.w_en.eq(out_valid), queue.w_data.eq(out_codes)]  # room: the credits kept it
         return m
 
 
@@ -427,5 +442,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]

@@ -199,7 +199,7 @@ class SlidingWindow(wiring.Component):
         s1_addr = [Signal.like(rds[0].addr, name=f"s1_addr{j}") for j in range(T)]
         s1_valid, s1_row_end, s1_free = Signal(), Signal(), Signal.like(free)
         o_valid, o_data = Signal(), Signal(T * lanes * self.bits)  # a register behind the memory's own: a block
-        # RAM's clock-to-out (5.83 ns on the ECP5) through the skid buffer into the MVU was dwsep's critical path
+        # RAM's clock-to-out (5.83 ns on the ECP5) into the MVU was dwsep's critical path
         advance = ~o_valid | self.o.ready  # the output register is free next cycle
         issue = advance & (need <= avail)
         row_end = Signal()
