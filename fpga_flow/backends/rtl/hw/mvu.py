@@ -75,6 +75,22 @@ def operand_copies(pe: int) -> int:
     return max(1, -(-pe // OPERAND_PES))
 
 
+ROM_PES = 1  # PEs that share one copy of the address register of a weight ROM in logic
+
+
+def rom_copies(layer: spec.Mac, ram_style: str = "auto") -> int:
+    """Copies of the weight ROM's address register an MVU keeps: a ROM in logic (fewer than
+    :data:`BLOCK_MIN_DEPTH` words) of more than one word is built per group of ROM_PES PEs, each read at its own
+    copy of the address. With one ROM, yosys merged every weight bit that is the same function of the address
+    (with two words: the address bit or its inverse) into one flip-flop of ``a_w``: convnet's first layer (NF 2)
+    had ``a_w`` bits driving 1,719 LUT inputs across all five PEs, its ECP5 critical path (12.64 ns of routing,
+    52.95 MHz)."""
+    nf, sf = folding(layer)
+    if nf * sf == 1 or weight_ram_style(nf * sf, ram_style) == "block":
+        return 1
+    return -(-layer.pe // ROM_PES)
+
+
 # yosys' opt_merge would make one register of the copies again (same input, same enable): the synthesis scripts
 # (fpga_flow.yosys.script, measure.ecp5_script) mark the flip-flops driving a wire Amaranth emitted with the
 # ``keep`` attribute as kept (fpga_flow.yosys.KEEP_REPLICAS), which opt_merge leaves alone.
@@ -266,7 +282,8 @@ class MVU(wiring.Component):
         bank_bits = (depth - 1).bit_length()  # several banks: depth is a power of two
         bank_data = []  # the read data of each bank; its addr/en in wports
         wports = []
-        for b in range(n_banks):
+        n_roms = rom_copies(L, self.ram_style)
+        for b in range(n_banks if n_roms == 1 else 0):
             init = wwords[b * depth:(b + 1) * depth]
             slices = []
             for lo in range(0, width, slice_w):  # bits lo.. of every word of this bank: one block RAM
@@ -327,6 +344,18 @@ class MVU(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
+        def delay_word(value, words, name):
+            """:func:`delay` of a ROM's read data ``value`` whose possible words are ``words``: the bits equal in
+            every word are constants, not flip-flops. A register of a constant 1 (0 after reset) survives
+            synthesis, and yosys made one flip-flop of all such bits of a layer: one net to every product."""
+            same, ones = _fixed_bits(words, len(value))
+            if not same:
+                return delay(value, name)
+            free = [i for i in range(len(value)) if not same >> i & 1]
+            r = delay(Cat(*[value[i] for i in free]), name) if free else Const(0, 0)
+            where = {i: j for j, i in enumerate(free)}
+            return Cat(*[r[where[i]] if i in where else Const(ones >> i & 1, 1) for i in range(len(value))])
+
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
         tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
         if style == "block":  # one more register behind a block RAM's 5.6 ns clock-to-out (ECP5)
@@ -338,15 +367,29 @@ class MVU(wiring.Component):
                 m.d.sync += bank.eq(waddr[bank_bits:])  # S1: the bank the read in flight comes from
                 w = Array(delay(d, f"r_w{b}") for b, d in enumerate(bank_data))[delay(bank, "r_bank")]
             tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
-        else:
+        elif n_roms == 1:
             w = bank_data[0]
+        else:  # a ROM in logic per group of PEs, each read at its own (kept) copy of the S1 address (rom_copies)
+            lanes_g = lanes_w // pe * -(-pe // n_roms)  # weights of one group's PEs
+            parts = []
+            for g, lo in enumerate(range(0, width, lanes_g * wb)):
+                gw = min(lanes_g * wb, width - lo)
+                addr = Signal.like(waddr, name=f"w_addr_rep{g}", attrs={"keep": 1})
+                m.d.sync += addr.eq(waddr)
+                mem = Memory(shape=unsigned(gw), depth=len(wwords), init=[(v >> lo) & ((1 << gw) - 1) for v in wwords],
+                             attrs=attrs)
+                m.submodules[f"wrom_g{g}"] = mem
+                rp = mem.read_port(domain="comb")
+                m.d.comb += rp.addr.eq(addr)
+                parts.append(rp.data)
+            w = Cat(*parts)
         n_rep = 1 if self.dw else operand_copies(pe)
         if n_rep == 1:
             a_xs = [delay(x, "a_x")]
         else:  # each group of PEs reads its own copy of the input operand (kept apart in synthesis: KEEP_REPLICAS)
             a_xs = [delay(x, f"a_x_rep{g}", {"keep": 1}) for g in range(n_rep)]
         per_copy = -(-pe // n_rep)
-        a_w = delay(w, "a_w")
+        a_w = delay(w, "a_w") if style == "block" else delay_word(w, wwords, "a_w")
         a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
 
         # ---- Sa -> Sb: PE x SIMD registered products ----
@@ -391,7 +434,7 @@ class MVU(wiring.Component):
         if nf_n > 1:  # read a stage early (the beat's own fold) and register the word: a block RAM's clock-to-out
             # (5.83 ns on the ECP5) into the threshold compares was mlp_bn's critical path (94.4 MHz)
             m.d.comb += [prp.addr.eq(b_tags["nf"]), prp.en.eq(1)]
-            pword = delay(prp.data, "s3_word")
+            pword = delay_word(prp.data, pwords, "s3_word")
         else:  # one word: a constant ROM, no block RAM
             m.d.comb += [prp.addr.eq(s2["nf"]), prp.en.eq(1)]
             pword = prp.data
@@ -435,6 +478,16 @@ def lut_product(a: Value, b: Value) -> Value:
     return out.as_signed()[:shape.width].as_signed() if shape.signed else out[:shape.width]
 
 
+def _fixed_bits(words: list[int], width: int) -> tuple[int, int]:
+    """(mask of the bits equal in every word, their values)."""
+    full = (1 << width) - 1
+    all_ones, any_one = full, 0
+    for v in words:
+        all_ones, any_one = all_ones & v, any_one | v
+    same = ~(all_ones ^ any_one) & full
+    return same, all_ones & same
+
+
 def _tree(terms: list):
     """Balanced sum (depth log2 n, not a chain of n adders); Amaranth widens each add by one bit."""
     while len(terms) > 1:
@@ -442,5 +495,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "rom_copies", "ROM_PES", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]
