@@ -65,7 +65,7 @@ def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
 
 
 OPERAND_PES = 1  # PEs that share one copy of the input operand register a_x (4 until 7212f0c: one copy fed four
-# PEs' products, convnet's ECP5 critical path at 79.99 MHz, 7.52 ns of routing on one bit of layer 0's copy)
+# PEs' products, convnet's ECP5 critical path at 80.04 MHz, 7.52 ns of routing on one bit of layer 0's copy)
 
 
 def operand_copies(pe: int) -> int:
@@ -73,7 +73,7 @@ def operand_copies(pe: int) -> int:
     one register for all PEs, every input bit fanned out to all PEs' multipliers across the chip: the ECP5
     critical path of the default fit designs (mlp 62.09 MHz, mlp_bn 57.23 MHz, nextpnr router2: 11.6 and
     12.6 ns of routing on one ``a_x`` bit) and of mlp_tiny's (95.43 MHz); with one per 4 PEs, of convnet's
-    (79.99 MHz: a bit of layer 0's copy into four PEs' LUT products)."""
+    (80.04 MHz: a bit of layer 0's copy into four PEs' LUT products)."""
     return max(1, -(-pe // OPERAND_PES))
 
 
