@@ -301,9 +301,9 @@ class MVU(wiring.Component):
         prp = prom.read_port()
 
         # ---- the output queue and its credits: outputs issued at S0 and not yet taken by the consumer ----
-        depth = queue_depth(L, self.ram_style)
-        m.submodules.queue = queue = SyncFIFO(width=pe * L.out_bits, depth=depth)
-        owed = Signal(range(depth + 1))  # never above depth: the queue cannot overflow
+        q_depth = queue_depth(L, self.ram_style)
+        m.submodules.queue = queue = SyncFIFO(width=pe * L.out_bits, depth=q_depth)
+        owed = Signal(range(q_depth + 1))  # never above q_depth: the queue cannot overflow
         m.d.comb += [self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data), queue.r_en.eq(self.o.ready)]
 
         # ---- S0: fold counters, ROM addresses, input buffer ----
@@ -312,7 +312,7 @@ class MVU(wiring.Component):
         waddr = Signal(range(max(nf_n * sf_n, 2)))
         from_stream = Const(1) if (self.dw or nf_n == 1) else (nf == 0)
         completes = sf == sf_n - 1  # this beat completes an output: it needs a credit
-        may = ~completes | (owed < depth)
+        may = ~completes | (owed < q_depth)
         fire = Signal()
         m.d.comb += [self.i.ready.eq(may & from_stream),
                      fire.eq(may & (self.i.valid | ~from_stream)),
