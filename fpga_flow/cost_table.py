@@ -166,6 +166,14 @@ HEADER = ["model",
           "hls4ml: LUT / FF / DSP / BRAM18K (our estimate)", "hls4ml: fits xc7z020 (our estimate)"]
 
 
+def kept_header(doc: Path) -> tuple[str, str] | None:
+    """(date, machine) of the builds in an existing table (what :func:`markdown` wrote), or None."""
+    text = doc.read_text() if doc.is_file() else ""
+    w = re.search(r"`python -m fpga_flow\.cost_table` \(([^)]*)\)", text)
+    m = re.search(r"^Machine: (.*); the two cores were shared", text, re.M)
+    return (w.group(1), m.group(1)) if w and m else None
+
+
 def markdown(rows: dict, n: int, rtl_doc: str, when: str, machine: str,
              other: list[tuple[str, dict]] = ()) -> str:
     lines = ["# Cost side by side: RTL (measured), FINN (its estimate), hls4ml (our estimate)", "",
@@ -254,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.doc).with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     machine = f"{cpu_model()}, Linux {platform.machine()}, Python {platform.python_version()}"
+    if a.render:  # nothing was built here: the FINN and hls4ml cells keep the date and machine they came from
+        when, machine = kept_header(Path(a.doc)) or (when, machine)
     Path(a.doc).write_text(markdown(rows, a.images, a.rtl_doc, when, machine, rtl_other_rows(Path(a.rtl_doc))))
     print("\n".join(short(rows)))
     print(f"written: {a.doc}")

@@ -77,3 +77,12 @@ def test_table_labels_every_column_and_says_refused_and_not_run(tmp_path):
     short = "\n".join(cost_table.short(rows))
     assert "| mlp_tiny | 120,337 / 741 | 195,312 / 1,158 | 10,000,000 / 60,000 (does NOT fit) |" in short
     assert "| mlp_bn | not run | refused |" in short
+
+
+def test_render_keeps_the_date_and_machine_of_the_builds(tmp_path):
+    """--render builds nothing: the table keeps the machine its FINN and hls4ml cells were measured on."""
+    doc = tmp_path / "t.md"
+    doc.write_text(cost_table.markdown({}, 100, "rtl.md", "2026-11-20", "Box A, 2 cores, Linux x86_64, Python 3.11",
+                                       []))
+    assert cost_table.kept_header(doc) == ("2026-11-20", "Box A, 2 cores, Linux x86_64, Python 3.11")
+    assert cost_table.kept_header(tmp_path / "none.md") is None
