@@ -64,16 +64,16 @@ def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
     return "block" if depth >= BLOCK_MIN_DEPTH else "logic"
 
 
-OPERAND_PES = 1  # PEs that share one copy of the input operand register a_x (4 until 7212f0c: one copy fed four
-# PEs' products, convnet's ECP5 critical path at 80.04 MHz, 7.52 ns of routing on one bit of layer 0's copy)
+OPERAND_PES = 4  # PEs that share one copy of the input operand register a_x (7b56142 tried one per PE: convnet's
+# default fell from 80.04 to 64.75 MHz, its path moved to layer 2's weight ROM logic, 14 ns of routing; reverted)
 
 
 def operand_copies(pe: int) -> int:
     """Copies of the input operand register ``a_x`` an MVU of ``pe`` PEs keeps, one per OPERAND_PES PEs. With
     one register for all PEs, every input bit fanned out to all PEs' multipliers across the chip: the ECP5
     critical path of the default fit designs (mlp 62.09 MHz, mlp_bn 57.23 MHz, nextpnr router2: 11.6 and
-    12.6 ns of routing on one ``a_x`` bit) and of mlp_tiny's (95.43 MHz); with one per 4 PEs, of convnet's
-    (80.04 MHz: a bit of layer 0's copy into four PEs' LUT products)."""
+    12.6 ns of routing on one ``a_x`` bit) and of mlp_tiny's (95.43 MHz). One copy per 4 PEs is still convnet's path at 80.04 MHz (a bit of layer 0's copy into four PEs'
+    LUT products), but one per PE measured slower (64.75 MHz, another path; docs/bench/rtl.md)."""
     return max(1, -(-pe // OPERAND_PES))
 
 
