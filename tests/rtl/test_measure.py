@@ -47,7 +47,10 @@ def test_synth_xilinx_counts_follow_the_design(xilinx_pe1_pe4):
 
 @pytest.mark.parametrize("router", [*measure.ECP5_ROUTERS, "auto"])
 def test_pnr_ecp5_utilisation_and_fmax(tmp_path, router):
-    r = measure.pnr_ecp5(small_mvu_verilog(2, 4), "mvu", workdir=tmp_path, router=router)
+    # PE 4: since 7212f0c's MVU, nextpnr-ecp5 0.11.1's router2 stops on the PE 2 one with "Failed to route arc 0.0
+    # of net 'clk$TRELLIS_IO_IN', from X0/Y11/JPADDID_PIO to X0/Y0/G_CLKI_TDCC0" (router1 routes it; PE 4 x SIMD 4,
+    # 2 x 8 and 4 x 8 route with both). A build that meets it keeps its verified result without an Fmax.
+    r = measure.pnr_ecp5(small_mvu_verilog(4, 4), "mvu", workdir=tmp_path, router=router)
     assert r["router_asked"] == router
     router = "router1" if router == "auto" else router  # a small design
     assert r["router"] == router and {"router1": "Router1 time", "router2": "Running router2"}[router] in \
