@@ -150,6 +150,9 @@ CASES = [  # kind, c, oc, k, hw, pad, stride, pe, simd, in_bits, in_signed, requ
     ("dense", 64, 4, 1, 1, 0, 1, 1, 4, 4, False, True, 2, False),  # NF*SF = 64: weights in block RAM
     ("dense", 480, 30, 1, 1, 0, 1, 1, 12, 4, False, True, 2, False),  # 1,200 x 36-bit weights: 3 banks of 512
     ("dense", 48, 32, 1, 1, 0, 1, 1, 24, 4, False, True, 2, False),  # 64 x 72-bit weights: two block RAMs wide
+    ("conv", 2, 10, 3, 4, 0, 1, 5, 3, 4, False, True, 2, False),  # PE 5: two operand copies, of 4 PEs and 1
+    ("dense", 12, 24, 1, 1, 0, 1, 12, 4, 4, True, True, 3, True),  # PE 12: three operand copies
+    ("dense", 64, 12, 1, 1, 0, 1, 6, 2, 4, False, True, 2, False),  # PE 6, NF*SF = 64: copies behind block RAM
     ("depthwise", 4, 4, 3, 3, 1, 1, 2, 2, 4, False, True, 2, False),
     ("depthwise", 4, 4, 3, 4, 0, 1, 4, 4, 3, True, False, 0, True),
     ("depthwise", 3, 3, 2, 3, 0, 1, 1, 1, 4, True, True, 3, True),

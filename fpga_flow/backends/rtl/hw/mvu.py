@@ -65,7 +65,9 @@ def weight_ram_style(depth: int, ram_style: str = "auto") -> str:
 
 
 OPERAND_PES = 4  # PEs that share one copy of the input operand register a_x (7b56142 tried one per PE: convnet's
-# default fell from 80.04 to 64.75 MHz, its path moved to layer 2's weight ROM logic, 14 ns of routing; reverted)
+# default fell from 80.04 to 64.75 MHz, its path moved to layer 2's weight ROM logic, 14 ns of routing; reverted.
+# One per PE loaded from copies of the stream/buffer mux per 4 PEs, a tree of fan-out 4, measured 74.58 MHz on
+# convnet, the path again in layer 2's weight ROM logic: not kept either; docs/bench/rtl.md)
 
 
 def operand_copies(pe: int) -> int:
@@ -310,21 +312,31 @@ class MVU(wiring.Component):
         nf = Signal(range(max(nf_n, 2)))
         sf = Signal(range(max(sf_n, 2)))
         waddr = Signal(range(max(nf_n * sf_n, 2)))
-        from_stream = Const(1) if (self.dw or nf_n == 1) else (nf == 0)
         completes = sf == sf_n - 1  # this beat completes an output: it needs a credit
-        may = ~completes | (owed < q_depth)
+        # `may` (a beat may issue: it completes no output, or a credit is free) and `from_stream` (the first
+        # neuron fold takes its beat from the stream) are flops, computed from the next state of the counters
+        # and the credits: so i.ready is one AND of two flops. Computed from the state itself, it was the ECP5
+        # critical path of dwsep's default design (90.03 MHz): layer 5's `sf` through the credit test into the
+        # sliding-window generator's issue logic, which stalls on this ready. Registered: 93.21 MHz, the path now
+        # starts at this flop (placed 60 tiles from the window) and ends in the same issue logic.
+        may, from_stream = Signal(init=1), Signal(init=1)  # the values of the state after reset
         fire = Signal()
+        sf_nx, nf_nx, owed_nx = Signal.like(sf), Signal.like(nf), Signal.like(owed)
         m.d.comb += [self.i.ready.eq(may & from_stream),
                      fire.eq(may & (self.i.valid | ~from_stream)),
                      *[c for wrp in wports for c in (wrp.addr.eq(waddr if n_banks == 1 else waddr[:bank_bits]),
-                                                   wrp.en.eq(1))]]
-        m.d.sync += owed.eq(owed + (fire & completes) - (self.o.valid & self.o.ready))
+                                                   wrp.en.eq(1))],
+                     owed_nx.eq(owed + (fire & completes) - (self.o.valid & self.o.ready)),
+                     sf_nx.eq(sf), nf_nx.eq(nf)]
         with m.If(fire):
             m.d.sync += waddr.eq(Mux(waddr == nf_n * sf_n - 1, 0, waddr + 1))
-            with m.If(sf == sf_n - 1):
-                m.d.sync += [sf.eq(0), nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))]
+            with m.If(completes):
+                m.d.comb += [sf_nx.eq(0), nf_nx.eq(Mux(nf == nf_n - 1, 0, nf + 1))]
             with m.Else():
-                m.d.sync += sf.eq(sf + 1)
+                m.d.comb += sf_nx.eq(sf + 1)
+        m.d.sync += [sf.eq(sf_nx), nf.eq(nf_nx), owed.eq(owed_nx),
+                     may.eq((sf_nx != sf_n - 1) | (owed_nx < q_depth)),
+                     from_stream.eq(1 if (self.dw or nf_n == 1) else (nf_nx == 0))]
 
         xw = simd * L.in_bits
         s1_x, s1_valid, s1_first, s1_last = Signal(xw), Signal(), Signal(), Signal()
