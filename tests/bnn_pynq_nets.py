@@ -47,7 +47,7 @@ def make(name: str, seed: int = 0, batches: int = 4, batch: int = 64) -> torch.n
 
 
 def exact_tensor_norm_std(tn: torch.nn.Module) -> None:
-    """Set ``tn.running_var`` to the float32 nearest its value for which ``running_var + eps`` (float32, as the
+    """Set ``tn.running_var`` to a float32 near its value for which ``running_var + eps`` (float32, as the
     forward adds them) is ``s * s`` for a float32 ``s`` of 8 significant bits: every square root, torch's or
     the exporter's, then returns ``s`` exactly."""
     var = tn.running_var.detach().numpy().astype(np.float64)
