@@ -408,7 +408,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--router", choices=("auto", "router1", "router2"),  # measure.ROUTER_CHOICES (kept light)
                    help="stream: nextpnr's router (default auto: router1, the better clock where both finish, up to "
                         "40,000 LUT4 + 2 x CCU2C cells after synth_ecp5, router2 above, which finishes the large, "
-                        "congested designs router1 does not; docs/design-choices.md)")
+                        "congested designs router1 does not, and router2 again where router1 has not finished in "
+                        "20 minutes; docs/design-choices.md)")
     r.add_argument("--jobs", type=int, help="da4ml: Verilator build jobs (default: one per core)")
     r.add_argument("--yosys-abc9", action="store_true",
                    help="da4ml: LUT mapping by abc9 (synth_xilinx unchanged; much slower) instead of classic abc")

