@@ -215,17 +215,10 @@ class SlidingWindow(wiring.Component):
         may = Signal(init=1)  # a flop: a credit is free (owed < QUEUE_DEPTH after this cycle)
         issue = may & (need <= avail)
         owed_nx = Signal.like(owed)
-        # o.valid is a flop equal to the queue's r_rdy (its level != 0), kept from a count of the beats in the
-        # queue: the SyncFIFO's r_rdy is a compare of its level, and from there into the MVU's issue logic and
-        # back through the MVU's ready into these credits was convnet's default's ECP5 path (73.57 MHz, two
-        # crossings of 4-5 ns between the window and its MVU's control)
-        held = Signal(range(QUEUE_DEPTH + 1))  # beats in the queue
-        held_nx, has = Signal.like(held), Signal()
-        pop = has & self.o.ready
-        m.d.comb += [self.o.valid.eq(has), self.o.payload.eq(queue.r_data), queue.r_en.eq(pop),
+        m.d.comb += [self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data), queue.r_en.eq(self.o.ready),
                      queue.w_en.eq(o_valid), queue.w_data.eq(o_data),  # room: the credits kept it
-                     owed_nx.eq(owed + issue - pop), held_nx.eq(held + o_valid - pop)]
-        m.d.sync += [owed.eq(owed_nx), may.eq(owed_nx < QUEUE_DEPTH), held.eq(held_nx), has.eq(held_nx != 0)]
+                     owed_nx.eq(owed + issue - (queue.r_rdy & self.o.ready))]
+        m.d.sync += [owed.eq(owed_nx), may.eq(owed_nx < QUEUE_DEPTH)]
         row_end = Signal()
         m.d.sync += [o_valid.eq(out_valid), o_data.eq(Cat(*[Mux(out_pad[j], 0, rds[j].data) for j in range(T)]))]
         m.d.comb += [p.en.eq(1) for p in rds] + [p.addr.eq(a) for p, a in zip(rds, s1_addr)]
