@@ -9,7 +9,7 @@ import pytest
 
 from fpga_flow.backends.rtl.hw import spec, stream
 from fpga_flow.backends.rtl.hw.pool import MaxPool
-from tests.rtl.stream_tb import full_rate_cycles, run_stream
+from tests.rtl.stream_tb import run_stream
 
 pytestmark = pytest.mark.rtl
 
@@ -34,18 +34,3 @@ def test_max_pool_stream_equals_spec(shape, k, lanes, bits, is_signed):
     got = run_stream(MaxPool(layer, lanes), beats, len(want), seed=k + lanes)
     got = np.array([stream.unpack(b, lanes, bits, is_signed) for b in got])
     assert np.array_equal(got, want)
-
-
-@pytest.mark.parametrize("shape,k,lanes", [((8, 8, 2), 2, 2), ((6, 6, 4), 2, 1), ((6, 6, 2), 3, 2)])
-def test_max_pool_takes_a_beat_every_cycle_behind_its_queue(shape, k, lanes):
-    """Input offered every cycle, consumer always ready: the pool takes a beat every cycle and sends the last
-    pooled pixel one cycle after the last beat, whatever the credits of its output queue (a queue of one gives
-    343 cycles for the 288 beats of two 6x6x4 images at one lane)."""
-    n = 2
-    x = np.random.default_rng(1).integers(-8, 8, size=(n, *shape))
-    layer = spec.MaxPool(in_shape=shape, k=k, bits=4, signed=True)
-    beats = [stream.pack(v, 4) for v in x.reshape(-1, lanes)]
-    want = spec.forward(layer, x).reshape(-1, lanes)
-    cycles, got = full_rate_cycles(MaxPool(layer, lanes), beats, len(want))
-    assert np.array_equal(np.array([stream.unpack(b, lanes, 4, True) for b in got]), want)
-    assert cycles == len(beats) + 1

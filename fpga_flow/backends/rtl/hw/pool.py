@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import spec, stream
 
-QUEUE_DEPTH = 2  # pooled pixels the output queue holds: one taken at the window's last pixel while the one before
-# is being sent, at most one a cycle; its credit comes back through the `room` flop a cycle after the pop
 
 class MaxPool(wiring.Component):
     def __init__(self, layer: spec.MaxPool, lanes: int):
@@ -67,23 +64,17 @@ class MaxPool(wiring.Component):
                          self.i.payload[n * bits:(n + 1) * bits], rd.data[n * bits:(n + 1) * bits])
                      for n in range(lanes)))
 
-        # the output queue and its credits: a window's last pixel is taken only while the queue has room counting
-        # what it holds, and that room is a flop, so i.ready and the accumulator's write enable see no o.ready (the
-        # consumer's ready through i.ready into the write enable was dwsep's default design's ECP5 critical path
-        # at 99.60 MHz, 8.25 ns of routing)
-        m.submodules.queue = queue = SyncFIFO(width=lanes * bits, depth=QUEUE_DEPTH)
-        held = Signal(range(QUEUE_DEPTH + 1))  # pooled pixels in the queue
-        room = Signal(init=1)  # a flop: held < QUEUE_DEPTH after this cycle
+        out_valid, out_data = Signal(), Signal(lanes * bits)
         emit = ~drop & last
-        take = Signal()
-        held_nx = Signal.like(held)
-        m.d.comb += [self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data), queue.r_en.eq(self.o.ready),
-                     self.i.ready.eq(~emit | room), take.eq(self.i.valid & self.i.ready),
-                     queue.w_en.eq(take & emit), queue.w_data.eq(best),
-                     held_nx.eq(held + (take & emit) - (queue.r_rdy & self.o.ready))]
-        m.d.sync += [held.eq(held_nx), room.eq(held_nx < QUEUE_DEPTH)]
+        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_data),
+                     self.i.ready.eq(~(emit & out_valid & ~self.o.ready))]
+        take = self.i.valid & self.i.ready
         m.d.comb += [wr.addr.eq(rd.addr), wr.data.eq(best), wr.en.eq(take & ~drop)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_valid.eq(0)
         with m.If(take):
+            with m.If(emit):
+                m.d.sync += [out_valid.eq(1), out_data.eq(best)]
             n_drop = (n_x >= OW * k) | (n_y >= OH * k)
             m.d.sync += [cf.eq(n_cf), x.eq(n_x), rx.eq(n_rx), px.eq(n_px), y.eq(n_y), ry.eq(n_ry),
                          drop.eq(n_drop), first.eq((n_rx == 0) & (n_ry == 0)),
