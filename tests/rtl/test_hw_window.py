@@ -10,7 +10,7 @@ import pytest
 
 from fpga_flow.backends.rtl.hw import spec, stream
 from fpga_flow.backends.rtl.hw.window import SlidingWindow, legal_simd
-from tests.rtl.stream_tb import full_rate_cycles, run_stream
+from tests.rtl.stream_tb import run_stream
 
 pytestmark = pytest.mark.rtl
 
@@ -152,24 +152,3 @@ def test_whole_window_a_beat_synthesizes_with_yosys(tmp_path):
     w = SlidingWindow((8, 8, 1), 5, 1, 0, 25, 8, rows=11)
     r = measure.synth_xilinx(measure.verilog_of(w, "swg"), "swg", "xc7z020clg400-1", tmp_path)
     assert r["LUT"] > 0 and r["LUTRAM"] > 0 and r["DSP"] == 0
-
-
-@pytest.mark.parametrize("shape,k,stride,pad,simd,depthwise", [((6, 6, 2), 3, 1, 1, 2, False),
-                                                               ((6, 6, 4), 3, 1, 1, 2, True)])
-def test_window_issues_a_beat_every_cycle_behind_its_credits(shape, k, stride, pad, simd, depthwise):
-    """With the input ahead (a line buffer of 2K + stride rows, input offered every cycle) and the consumer
-    always ready, the output queue's credits must never stop issue: from the first output beat to the last of
-    three images, one beat every cycle. A queue one beat shallower than QUEUE_DEPTH gives 7 beats in 8."""
-    n = 3
-    x = np.random.default_rng(0).integers(-8, 8, size=(n, *shape))
-
-    def dut():
-        return SlidingWindow(shape, k, stride, pad, simd, 4, depthwise, rows=2 * k + stride)
-
-    beats = [stream.pack(v, 4) for v in x.reshape(-1, dut().in_lanes)]
-    n_out = dut().beats_per_image * n
-    first, _ = full_rate_cycles(dut(), beats, 1)
-    last, got = full_rate_cycles(dut(), beats, n_out)
-    assert np.array_equal(np.array([stream.unpack(b, simd, 4, True) for b in got]),
-                          window_order(x, k, stride, pad, simd, depthwise))
-    assert last - first == n_out - 1

@@ -115,22 +115,12 @@ def tree_stages(simd: int) -> int:
     return stages
 
 
-def operand_stage(layer: spec.Mac, ram_style: str = "auto") -> bool:
-    """Whether the input operand is registered once more before its copies (``r_x``): behind a weight ROM in
-    block RAM (whose output is registered once more anyway), and wherever the input buffer's stream/buffer mux
-    feeds several operand copies. Without it, that mux's select (``s1_stream``, one flop into every input bit's
-    LUT) and the LUT's output fanning out to copies far apart were convnet's default design's ECP5 critical path
-    (84.85 MHz: 7.02 ns of routing to the mux, 4.00 ns on to a far copy)."""
-    nf, sf = folding(layer)
-    if weight_ram_style(nf * sf, ram_style) == "block":
-        return True
-    return layer.kind != "depthwise" and nf > 1 and operand_copies(layer.pe) > 1
-
-
 def latency(layer: spec.Mac, ram_style: str = "auto") -> int:
-    """Cycles from an input beat's handshake to o.valid of the output beat it completes: one more where the
-    operand is registered once more (:func:`operand_stage`), and per extra adder-tree stage."""
-    return LATENCY + operand_stage(layer, ram_style) + tree_stages(1 if layer.kind == "depthwise" else layer.simd) - 1
+    """Cycles from an input beat's handshake to o.valid of the output beat it completes: one more for a weight
+    ROM in block RAM (its output registered once more), and per extra adder-tree stage."""
+    nf, sf = folding(layer)
+    block = weight_ram_style(nf * sf, ram_style) == "block"
+    return LATENCY + block + tree_stages(1 if layer.kind == "depthwise" else layer.simd) - 1
 
 
 def queue_depth(layer: spec.Mac, ram_style: str = "auto") -> int:
@@ -297,12 +287,6 @@ class MVU(wiring.Component):
         bank_data = []  # the read data of each bank; its addr/en in wports
         wports = []
         n_roms = rom_copies(L, self.ram_style)
-        x_stage = operand_stage(L, self.ram_style)
-        waddr = Signal(range(max(nf_n * sf_n, 2)))  # S0's weight address
-        rom_addr = waddr  # the address the weight ROM is read at: a cycle later behind an extra operand stage
-        if x_stage and style != "block":
-            rom_addr = Signal.like(waddr, name="w_addr_d")
-            m.d.sync += rom_addr.eq(waddr)
         for b in range(n_banks if n_roms == 1 else 0):
             init = wwords[b * depth:(b + 1) * depth]
             slices = []
@@ -327,6 +311,7 @@ class MVU(wiring.Component):
         # ---- S0: fold counters, ROM addresses, input buffer ----
         nf = Signal(range(max(nf_n, 2)))
         sf = Signal(range(max(sf_n, 2)))
+        waddr = Signal(range(max(nf_n * sf_n, 2)))
         completes = sf == sf_n - 1  # this beat completes an output: it needs a credit
         # `may` (a beat may issue: it completes no output, or a credit is free) and `from_stream` (the first
         # neuron fold takes its beat from the stream) are flops, computed from the next state of the counters
@@ -339,7 +324,7 @@ class MVU(wiring.Component):
         sf_nx, nf_nx, owed_nx = Signal.like(sf), Signal.like(nf), Signal.like(owed)
         m.d.comb += [self.i.ready.eq(may & from_stream),
                      fire.eq(may & (self.i.valid | ~from_stream)),
-                     *[c for wrp in wports for c in (wrp.addr.eq(rom_addr if n_banks == 1 else rom_addr[:bank_bits]),
+                     *[c for wrp in wports for c in (wrp.addr.eq(waddr if n_banks == 1 else waddr[:bank_bits]),
                                                    wrp.en.eq(1))],
                      owed_nx.eq(owed + (fire & completes) - (self.o.valid & self.o.ready)),
                      sf_nx.eq(sf), nf_nx.eq(nf)]
@@ -387,17 +372,15 @@ class MVU(wiring.Component):
 
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
         tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
-        if x_stage:  # the operand registered once more before its copies (operand_stage); the weights come a cycle
-            # later to match: from block RAM (its 5.6 ns clock-to-out on the ECP5 registered) or read at w_addr_d
+        if style == "block":  # one more register behind a block RAM's 5.6 ns clock-to-out (ECP5)
             x = delay(x, "r_x")
-            tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
-        if style == "block":
             if n_banks == 1:
                 w = delay(bank_data[0], "r_w")
             else:
                 bank = Signal(range(n_banks))
                 m.d.sync += bank.eq(waddr[bank_bits:])  # S1: the bank the read in flight comes from
                 w = Array(delay(d, f"r_w{b}") for b, d in enumerate(bank_data))[delay(bank, "r_bank")]
+            tags = {k: delay(v, f"r_{k}") for k, v in tags.items()}
         elif n_roms == 1:
             w = bank_data[0]
         else:  # a ROM in logic per group of PEs, each read at its own (kept) copy of the S1 address (rom_copies)
@@ -406,7 +389,7 @@ class MVU(wiring.Component):
             for g, lo in enumerate(range(0, width, lanes_g * wb)):
                 gw = min(lanes_g * wb, width - lo)
                 addr = Signal.like(waddr, name=f"w_addr_rep{g}", attrs={"keep": 1})
-                m.d.sync += addr.eq(rom_addr)
+                m.d.sync += addr.eq(waddr)
                 mem = Memory(shape=unsigned(gw), depth=len(wwords), init=[(v >> lo) & ((1 << gw) - 1) for v in wwords],
                              attrs=attrs)
                 m.submodules[f"wrom_g{g}"] = mem
@@ -526,5 +509,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "rom_copies", "ROM_PES", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "operand_stage", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "rom_copies", "ROM_PES", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]

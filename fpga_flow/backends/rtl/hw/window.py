@@ -37,17 +37,10 @@ from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import stream
-
-QUEUE_DEPTH = 8  # beats of the output queue (and credits): what is in flight when the consumer takes a beat every
-# cycle: issue -> Sx -> Sq -> Sp -> S1 -> memory read -> output register -> queue (7 cycles to the first pop), and
-# 1 for the credit coming back through the `may` flop, so a consumer that keeps up never stops issue. Before the
-# queue every stage was enabled by ``~o_valid | o.ready``: dwsep's default design's ECP5 critical path ran from
-# the MVU's ready flop into this issue logic (93.21 MHz).
 
 
 def in_lanes(channels: int, simd: int) -> int:
@@ -184,9 +177,9 @@ class SlidingWindow(wiring.Component):
             rels.append(Mux(in_pad, 0, x_rel[j]))  # rows below the oldest read one (pad: any)
             cols.append(Mux(in_pad, 0, x)[:col_bits])
 
-        # pipeline, every stage moving every cycle (no stall enable: the credits below): S0 counters -> Sx tap row/column -> Sq bounds checked, row
+        # pipeline, all stages moving on `advance`: S0 counters -> Sx tap row/column -> Sq bounds checked, row
         # within the ring -> Sp slot register -> S1 address register -> memory read (the memory's own register) ->
-        # output register -> output queue; a row's slots are handed back to the writer when its last read leaves S1, not when it
+        # output register; a row's slots are handed back to the writer when its last read leaves S1, not when it
         # is issued. Sx, Sq and Sp split the address arithmetic (tap coordinates, row within the ring, ring slot,
         # slot and column bases) over four cycles: in one, nextpnr's ECP5 critical path of convnet at 12,099
         # images/s ran from `head` through it into the address register (10.46 ns); in two, convnet_bn's at
@@ -207,40 +200,33 @@ class SlidingWindow(wiring.Component):
         s1_valid, s1_row_end, s1_free = Signal(), Signal(), Signal.like(free)
         o_valid, o_data = Signal(), Signal(T * lanes * self.bits)  # a register behind the memory's own: a block
         # RAM's clock-to-out (5.83 ns on the ECP5) into the MVU was dwsep's critical path
-        # the output queue and its credits, as in the MVU: a beat issues only while the queue has a place for it
-        # counting the beats still in the pipeline, so no stage behind `issue` ever stalls and the consumer's
-        # ready reaches only the queue and the credit counter, never the issue logic (:data:`QUEUE_DEPTH`)
-        m.submodules.queue = queue = SyncFIFO(width=len(o_data), depth=QUEUE_DEPTH)
-        owed = Signal(range(QUEUE_DEPTH + 1))  # beats issued and not yet taken by the consumer
-        may = Signal(init=1)  # a flop: a credit is free (owed < QUEUE_DEPTH after this cycle)
-        issue = may & (need <= avail)
-        owed_nx = Signal.like(owed)
-        m.d.comb += [self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data), queue.r_en.eq(self.o.ready),
-                     queue.w_en.eq(o_valid), queue.w_data.eq(o_data),  # room: the credits kept it
-                     owed_nx.eq(owed + issue - (queue.r_rdy & self.o.ready))]
-        m.d.sync += [owed.eq(owed_nx), may.eq(owed_nx < QUEUE_DEPTH)]
+        advance = ~o_valid | self.o.ready  # the output register is free next cycle
+        issue = advance & (need <= avail)
         row_end = Signal()
-        m.d.sync += [o_valid.eq(out_valid), o_data.eq(Cat(*[Mux(out_pad[j], 0, rds[j].data) for j in range(T)]))]
-        m.d.comb += [p.en.eq(1) for p in rds] + [p.addr.eq(a) for p, a in zip(rds, s1_addr)]
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(out_valid), o_data.eq(Cat(*[Mux(out_pad[j], 0, rds[j].data) for j in range(T)]))]
+        m.d.comb += [p.en.eq(advance) for p in rds] + [p.addr.eq(a) for p, a in zip(rds, s1_addr)]
         # constant products from small tables, not multipliers (yosys put a DSP multiply on this path)
         slot_base = Array(Const(n * row_beats) for n in range(R))
         col_base = Array(Const(n * cf_n) for n in range(W))
         addrs = [Mux(p_pad[j], 0, slot_base[p_slot[j]] + col_base[p_col[j]] + p_cf) for j in range(T)]
         slots = [Mux(q_head + q_rel[j] >= R, q_head + q_rel[j] - R, q_head + q_rel[j]) for j in range(T)]
-        m.d.sync += [x_valid.eq(issue), x_row_end.eq(row_end), x_free.eq(free), x_cf.eq(cf), x_head.eq(head)]
-        m.d.sync += [x_r[j].eq(top + ky + j // tx) for j in range(T)]
-        m.d.sync += [x_c[j].eq(left + kx + j % tx) for j in range(T)]
-        m.d.sync += [x_rel[j].eq(ky + j // tx + top_neg) for j in range(T)]
-        m.d.sync += [q_valid.eq(x_valid), q_row_end.eq(x_row_end), q_free.eq(x_free), q_cf.eq(x_cf),
-                     q_head.eq(x_head)]
-        m.d.sync += [q_pad[j].eq(in_pads[j]) for j in range(T)] + [q_rel[j].eq(rels[j]) for j in range(T)]
-        m.d.sync += [q_col[j].eq(cols[j]) for j in range(T)]
-        m.d.sync += [p_valid.eq(q_valid), p_row_end.eq(q_row_end), p_free.eq(q_free), p_cf.eq(q_cf)]
-        m.d.sync += [p_pad[j].eq(q_pad[j]) for j in range(T)] + [p_slot[j].eq(slots[j]) for j in range(T)]
-        m.d.sync += [p_col[j].eq(q_col[j]) for j in range(T)]
-        m.d.sync += [s1_valid.eq(p_valid), s1_row_end.eq(p_row_end), s1_free.eq(p_free), out_valid.eq(s1_valid)]
-        m.d.sync += [s1_pad[j].eq(p_pad[j]) for j in range(T)] + [s1_addr[j].eq(addrs[j]) for j in range(T)]
-        m.d.sync += [out_pad[j].eq(s1_pad[j]) for j in range(T)]
+        with m.If(advance):
+            m.d.sync += [x_valid.eq(issue), x_row_end.eq(row_end), x_free.eq(free), x_cf.eq(cf), x_head.eq(head)]
+            m.d.sync += [x_r[j].eq(top + ky + j // tx) for j in range(T)]
+            m.d.sync += [x_c[j].eq(left + kx + j % tx) for j in range(T)]
+            m.d.sync += [x_rel[j].eq(ky + j // tx + top_neg) for j in range(T)]
+            m.d.sync += [q_valid.eq(x_valid), q_row_end.eq(x_row_end), q_free.eq(x_free), q_cf.eq(x_cf),
+                         q_head.eq(x_head)]
+            m.d.sync += [q_pad[j].eq(in_pads[j]) for j in range(T)] + [q_rel[j].eq(rels[j]) for j in range(T)]
+            m.d.sync += [q_col[j].eq(cols[j]) for j in range(T)]
+            m.d.sync += [p_valid.eq(q_valid), p_row_end.eq(q_row_end), p_free.eq(q_free), p_cf.eq(q_cf)]
+            m.d.sync += [p_pad[j].eq(q_pad[j]) for j in range(T)] + [p_slot[j].eq(slots[j]) for j in range(T)]
+            m.d.sync += [p_col[j].eq(q_col[j]) for j in range(T)]
+            m.d.sync += [s1_valid.eq(p_valid), s1_row_end.eq(p_row_end), s1_free.eq(p_free), out_valid.eq(s1_valid)]
+            m.d.sync += [s1_pad[j].eq(p_pad[j]) for j in range(T)] + [s1_addr[j].eq(addrs[j]) for j in range(T)]
+            m.d.sync += [out_pad[j].eq(s1_pad[j]) for j in range(T)]
 
         loops = [(kx, 0, k - 1, 1), (ky, 0, k - 1, 1), (cf, 0, cf_n - 1, 1)] if self.depthwise else \
             [(cf, 0, cf_n - 1, 1), (kx, 0, k - tx, tx), (ky, 0, k - ry, ry)]
@@ -260,10 +246,10 @@ class SlidingWindow(wiring.Component):
             m.d.sync += [row.eq(nxt_row), need.eq(Array(Const(v) for v in need_tab)[nxt_row]),
                          free.eq(Array(Const(v) for v in free_tab)[nxt_row])]
         # the reader frees `free` rows at a row end: both outcomes are computed from registers and row_end only
-        # selects, so the issue logic (credit, need <= avail, the loop carries) ends in a mux, not in adders
-        # (the output handshake -> row_end -> head + freed -> wrap compare was convnet_bn's ECP5 critical path at 10,000
+        # selects, so the issue logic (advance, need <= avail, the loop carries) ends in a mux, not in adders
+        # (advance -> row_end -> head + freed -> wrap compare was convnet_bn's ECP5 critical path at 10,000
         # images/s, 97.8 MHz)
-        released = Mux(s1_valid & s1_row_end, s1_free, 0)  # the writer's: after the last read
+        released = Mux(advance & s1_valid & s1_row_end, s1_free, 0)  # the writer's: after the last read
         head_raw = head + free
         m.d.sync += [avail.eq(Mux(row_end, avail + row_done - free, avail + row_done)),
                      filled.eq(filled + row_done - released),
