@@ -216,3 +216,16 @@ def test_a_weight_rom_in_logic_drives_each_pe_from_its_own_flip_flops(tmp_path, 
     shared = ff_fanouts(ecp5_netlist(measure.verilog_of(MVU(layer), "mvu"), tmp_path / "shared"), "a_w")
     assert (len(own), len(shared)) == (8, 2)
     assert max(own) < max(shared)
+
+
+def test_the_stream_buffer_select_is_copied_per_32_operand_bits(tmp_path, monkeypatch):
+    """PE 1 x SIMD 16 of 4-bit inputs: four neuron folds, so the operand is the stream's beat or the input
+    buffer's (64 bits), picked by a flop. Copied per mvu.SELECT_BITS = 32 bits, two flops each drive at most 32
+    LUT inputs; one flop for all 64 bits (what convnet's 84.85 MHz path was: 600 bits on one net) drives more."""
+    assert mvu.select_copies(spec.Mac("dense", (1, 1, 16), np.ones((4, 16), np.int64), 4, False, pe=1,
+                                      simd=16, out_bits=8, out_signed=True)) == 2
+    own = ff_fanouts(ecp5_netlist(small_mvu_verilog(1, 16), tmp_path / "own"), "s1_stream")
+    monkeypatch.setattr(mvu, "SELECT_BITS", 64)
+    shared = ff_fanouts(ecp5_netlist(small_mvu_verilog(1, 16), tmp_path / "shared"), "s1_stream")
+    assert len(own) == 2 and max(own) <= 32
+    assert len(shared) == 1 and shared[0] > 32

@@ -95,6 +95,22 @@ def rom_copies(layer: spec.Mac, ram_style: str = "auto") -> int:
     return -(-layer.pe // ROM_PES)
 
 
+SELECT_BITS = 32  # operand bits one copy of the stream/buffer select flop (``s1_stream``) drives
+
+
+def select_copies(layer: spec.Mac, ram_style: str = "auto") -> int:
+    """Copies of the flop that selects the stream or the input buffer for the operand register: one per
+    SELECT_BITS operand bits of each operand copy (0 without an input buffer: no select). With one flop for all,
+    it drove every bit of every copy's mux (convnet's layer 2, SIMD 50 x 4 bits x 3 copies: 600 LUTs), the ECP5
+    critical path of convnet's default design at 84.85 MHz (7.02 ns of routing on that one net)."""
+    nf, _ = folding(layer)
+    if layer.kind == "depthwise" or nf == 1:
+        return 0
+    per_copy = -(-layer.simd * layer.in_bits // SELECT_BITS)
+    sf = folding(layer)[1]
+    return per_copy * (1 if weight_ram_style(nf * sf, ram_style) == "block" else operand_copies(layer.pe))
+
+
 # yosys' opt_merge would make one register of the copies again (same input, same enable): the synthesis scripts
 # (fpga_flow.yosys.script, measure.ecp5_script) mark the flip-flops driving a wire Amaranth emitted with the
 # ``keep`` attribute as kept (fpga_flow.yosys.KEEP_REPLICAS), which opt_merge leaves alone.
@@ -340,17 +356,28 @@ class MVU(wiring.Component):
 
         xw = simd * L.in_bits
         s1_x, s1_valid, s1_first, s1_last = Signal(xw), Signal(), Signal(), Signal()
-        s1_nf, s1_stream = Signal.like(nf), Signal()
+        s1_nf = Signal.like(nf)
         m.d.sync += [s1_valid.eq(fire), s1_x.eq(self.i.payload), s1_first.eq(sf == 0),
-                     s1_last.eq(completes), s1_nf.eq(nf), s1_stream.eq(from_stream)]
+                     s1_last.eq(completes), s1_nf.eq(nf)]
         if self.dw or nf_n == 1:
-            x = s1_x
+            sels = []
         else:
             m.submodules.ibuf = ibuf = Memory(shape=unsigned(xw), depth=sf_n, init=[])
             bwp, brp = ibuf.write_port(), ibuf.read_port()
             m.d.comb += [bwp.addr.eq(sf), bwp.data.eq(self.i.payload), bwp.en.eq(fire & from_stream),
                          brp.addr.eq(sf), brp.en.eq(1)]
-            x = Mux(s1_stream, s1_x, brp.data)
+            # the select as kept copies, each driving SELECT_BITS bits of one operand copy's mux (select_copies)
+            chunks = range(0, xw, SELECT_BITS)
+            sels = [Signal(name=f"s1_stream_rep{i}", attrs={"keep": 1}) for i in range(select_copies(L, self.ram_style))]
+            m.d.sync += [c.eq(from_stream) for c in sels]
+
+        def operand(g: int) -> Value:
+            """The operand for copy ``g`` of its register: the stream's beat, or the buffer's through copy g's
+            selects."""
+            if not sels:
+                return s1_x
+            return Cat(*[Mux(sels[g * len(chunks) + n], s1_x[lo:lo + SELECT_BITS], brp.data[lo:lo + SELECT_BITS])
+                         for n, lo in enumerate(chunks)])
 
         def delay(value, name, attrs=None):
             """``value`` (a signal or an expression, at its full width) one pipeline stage later."""
@@ -373,7 +400,7 @@ class MVU(wiring.Component):
         # ---- S1 -> Sa: register the operands (the ROM/buffer outputs), for the clock rate ----
         tags = {"valid": s1_valid, "first": s1_first, "last": s1_last, "nf": s1_nf}
         if style == "block":  # one more register behind a block RAM's 5.6 ns clock-to-out (ECP5)
-            x = delay(x, "r_x")
+            r_x = delay(operand(0), "r_x")
             if n_banks == 1:
                 w = delay(bank_data[0], "r_w")
             else:
@@ -398,10 +425,11 @@ class MVU(wiring.Component):
                 parts.append(rp.data)
             w = Cat(*parts)
         n_rep = 1 if self.dw else operand_copies(pe)
+        copy = (lambda g: r_x) if style == "block" else operand
         if n_rep == 1:
-            a_xs = [delay(x, "a_x")]
+            a_xs = [delay(copy(0), "a_x")]
         else:  # each group of PEs reads its own copy of the input operand (kept apart in synthesis: KEEP_REPLICAS)
-            a_xs = [delay(x, f"a_x_rep{g}", {"keep": 1}) for g in range(n_rep)]
+            a_xs = [delay(copy(g), f"a_x_rep{g}", {"keep": 1}) for g in range(n_rep)]
         per_copy = -(-pe // n_rep)
         a_w = delay(w, "a_w") if style == "block" else delay_word(w, wwords, "a_w")
         a_tags = {k: delay(v, f"a_{k}") for k, v in tags.items()}
@@ -509,5 +537,5 @@ def _tree(terms: list):
     return terms[0]
 
 
-__all__ = ["MVU", "check_layer", "rom_copies", "ROM_PES", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
+__all__ = ["MVU", "check_layer", "rom_copies", "ROM_PES", "queue_depth", "QUEUE_SLACK", "lut_product", "operand_copies", "OPERAND_PES", "select_copies", "SELECT_BITS", "LATENCY", "TREE_LEVELS", "TREE_GROUP", "tree_stages", "latency", "RAM_STYLES", "BLOCK_MIN_DEPTH", "weight_ram_style", "signed_bits", "acc_bits",
            "acc_range", "folding", "in_range", "weight_matrix"]
