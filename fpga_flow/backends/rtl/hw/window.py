@@ -231,12 +231,17 @@ class SlidingWindow(wiring.Component):
         loops = [(kx, 0, k - 1, 1), (ky, 0, k - 1, 1), (cf, 0, cf_n - 1, 1)] if self.depthwise else \
             [(cf, 0, cf_n - 1, 1), (kx, 0, k - tx, tx), (ky, 0, k - ry, ry)]
         loops += [(left, -p, last_left, s), (top, -p, last_top, s)]
+        # each loop counter keeps a flop saying it is at its last value, set with the counter from the counter's
+        # own compare with a constant: the carries (and row_end, which the issue logic feeds into `avail`) are
+        # ANDs of flops, not compares of counters (MVU ready -> issue -> carry compares -> row_end -> avail was
+        # dwsep's default's ECP5 critical path at 93.21 MHz, six LUT levels)
         with m.If(issue):
             carry = None  # innermost loop always steps
             for n, (sig, first, last, inc) in enumerate(loops):
-                at_last = sig == last
+                at_last = Signal(init=int(first == last), name=f"{sig.name}_at_last")
                 with m.If(carry if carry is not None else 1):
-                    m.d.sync += sig.eq(Mux(at_last, first, sig + inc))
+                    m.d.sync += [sig.eq(Mux(at_last, first, sig + inc)),
+                                 at_last.eq(Mux(at_last, first == last, sig == last - inc))]
                 carry = at_last if carry is None else carry & at_last
                 if n == len(loops) - 2:  # every loop inside `top` at its last value: the output row ends
                     m.d.comb += row_end.eq(carry)
