@@ -221,7 +221,7 @@ def test_a_weight_rom_in_logic_drives_each_pe_from_its_own_flip_flops(tmp_path, 
 def test_the_stream_buffer_select_is_copied_per_32_operand_bits(tmp_path, monkeypatch):
     """PE 1 x SIMD 16 of 4-bit inputs: four neuron folds, so the operand is the stream's beat or the input
     buffer's (64 bits), picked by a flop. Copied per mvu.SELECT_BITS = 32 bits, two flops each drive at most 32
-    LUT inputs; one flop for all 64 bits (what convnet's 84.85 MHz path was: 600 bits on one net) drives more."""
+    LUT inputs; one flop for all 64 bits (convnet's 84.85 MHz path was such a flop driving 200 muxes) drives more."""
     assert mvu.select_copies(spec.Mac("dense", (1, 1, 16), np.ones((4, 16), np.int64), 4, False, pe=1,
                                       simd=16, out_bits=8, out_signed=True)) == 2
     own = ff_fanouts(ecp5_netlist(small_mvu_verilog(1, 16), tmp_path / "own"), "s1_stream")

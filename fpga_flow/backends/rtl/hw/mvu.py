@@ -100,9 +100,11 @@ SELECT_BITS = 32  # operand bits one copy of the stream/buffer select flop (``s1
 
 def select_copies(layer: spec.Mac, ram_style: str = "auto") -> int:
     """Copies of the flop that selects the stream or the input buffer for the operand register: one per
-    SELECT_BITS operand bits of each operand copy (0 without an input buffer: no select). With one flop for all,
-    it drove every bit of every copy's mux (convnet's layer 2, SIMD 50 x 4 bits x 3 copies: 600 LUTs), the ECP5
-    critical path of convnet's default design at 84.85 MHz (7.02 ns of routing on that one net)."""
+    SELECT_BITS operand bits of each operand copy (0 without an input buffer: no select), and each copy of the
+    operand register gets its own mux, next to it. With one flop and one mux for all copies, the flop drove the
+    mux of every operand bit (convnet's layer 2: SIMD 50 x 4 bits, 200 LUTs) and each mux three copies across
+    the chip: the ECP5 critical path of convnet's default design at 84.85 MHz (7.02 ns of routing on the
+    select's net, 4.00 ns from a mux to a far copy). The price: a mux LUT per operand bit per extra copy."""
     nf, _ = folding(layer)
     if layer.kind == "depthwise" or nf == 1:
         return 0
