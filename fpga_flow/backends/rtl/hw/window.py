@@ -139,12 +139,7 @@ class SlidingWindow(wiring.Component):
         waddr = Signal(range(R * row_beats))  # slots are written in order: the address just counts around
         row_done = Signal()
         write = Signal()
-        # i.ready is a flop, set from the next value of `filled` (below): it equals `filled < R` cycle for cycle,
-        # without the compare between `filled` and the block in front's enables (the window's `filled` ->
-        # its ready -> the width converter's and the FIFO's handshake -> the converter's held-beat enable was
-        # dwsep's default's ECP5 critical path at 96.44 MHz)
-        ready = Signal(init=1)
-        m.d.comb += [self.i.ready.eq(ready), write.eq(self.i.valid & self.i.ready)]
+        m.d.comb += [self.i.ready.eq(filled < R), write.eq(self.i.valid & self.i.ready)]
         m.d.comb += [c for wr in wrs for c in (wr.addr.eq(waddr), wr.data.eq(self.i.payload), wr.en.eq(write))]
         with m.If(write):
             m.d.sync += [wbeat.eq(Mux(wbeat == row_beats - 1, 0, wbeat + 1)),
@@ -260,10 +255,8 @@ class SlidingWindow(wiring.Component):
         # (advance -> row_end -> head + freed -> wrap compare was convnet_bn's ECP5 critical path at 10,000
         # images/s, 97.8 MHz)
         released = Mux(advance & s1_valid & s1_row_end, s1_free, 0)  # the writer's: after the last read
-        filled_nx = Signal.like(filled)
-        m.d.comb += filled_nx.eq(filled + row_done - released)
         head_raw = head + free
         m.d.sync += [avail.eq(Mux(row_end, avail + row_done - free, avail + row_done)),
-                     filled.eq(filled_nx), ready.eq(filled_nx < R),
+                     filled.eq(filled + row_done - released),
                      head.eq(Mux(row_end, Mux(head_raw >= R, head_raw - R, head_raw), head))]
         return m
