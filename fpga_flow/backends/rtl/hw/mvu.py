@@ -105,11 +105,10 @@ def select_copies(layer: spec.Mac, ram_style: str = "auto") -> int:
     mux of every operand bit (convnet's layer 2: SIMD 50 x 4 bits, 200 LUTs) and each mux three copies across
     the chip: the ECP5 critical path of convnet's default design at 84.85 MHz (7.02 ns of routing on the
     select's net, 4.00 ns from a mux to a far copy). The price: a mux LUT per operand bit per extra copy."""
-    nf, _ = folding(layer)
+    nf, sf = folding(layer)
     if layer.kind == "depthwise" or nf == 1:
         return 0
     per_copy = -(-layer.simd * layer.in_bits // SELECT_BITS)
-    sf = folding(layer)[1]
     return per_copy * (1 if weight_ram_style(nf * sf, ram_style) == "block" else operand_copies(layer.pe))
 
 
